@@ -1,0 +1,1 @@
+"""speaker_extraction/models package."""

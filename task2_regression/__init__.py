@@ -1,0 +1,1 @@
+"""task2_regression package."""
