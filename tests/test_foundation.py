@@ -1,0 +1,97 @@
+"""Tests of the shared foundation: errors, atomic writes, configs, sharding, training helpers."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from util.atomic import atomic_path, atomic_save_npy, atomic_write_json
+from util.config import apply_overrides, load_config
+from util.distributed import DistInfo, shard_indices
+from util.errors import EEGKitError
+from util.training import CSVLogger, EarlyStopping, average_checkpoints, load_checkpoint, save_checkpoint
+
+
+def test_error_message_is_one_line():
+    assert str(EEGKitError("a.npy:\n  bad   channels")) == "a.npy: bad channels"
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    atomic_write_json(target, {"old": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == '{"old": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_npy_round_trip(tmp_path):
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    atomic_save_npy(tmp_path / "x.npy", array)
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), array)
+
+
+def test_config_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.1\n  epochs: 3\n")
+    config = load_config(path, ["train.lr=1e-3", "model.layers=[1, 2]", "train.name=abc"])
+    assert config == {"train": {"lr": 1e-3, "epochs": 3, "name": "abc"}, "model": {"layers": [1, 2]}}
+    with pytest.raises(EEGKitError, match="expected key=value"):
+        apply_overrides({}, ["nonsense"])
+    with pytest.raises(EEGKitError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shard_indices_partition_and_balance():
+    shards = [shard_indices(10, DistInfo(r, 3, r, torch.device("cpu")), epoch=2, seed=1) for r in range(3)]
+    assert [len(s) for s in shards] == [4, 4, 4]           # padded so every rank steps equally
+    assert set(np.concatenate(shards)) == set(range(10))
+    single = shard_indices(10, DistInfo(0, 1, 0, torch.device("cpu")), epoch=2, seed=1)
+    assert sorted(single) == list(range(10))
+    assert not np.array_equal(single, shard_indices(10, DistInfo(0, 1, 0, torch.device("cpu")), epoch=3, seed=1))
+
+
+def test_early_stopping_counts_patience():
+    stopper = EarlyStopping(patience=2, mode="max")
+    assert [stopper.step(v) for v in (0.1, 0.3, 0.2, 0.25)] == [True, True, False, False]
+    assert stopper.should_stop and stopper.best == 0.3
+
+
+def test_csv_logger_resume_and_columns(tmp_path):
+    log = CSVLogger(tmp_path / "log.csv")
+    log.log({"epoch": 1, "train_loss": 1.0})
+    log.log({"epoch": 2, "train_loss": 0.5, "val_r": 0.2})
+    again = CSVLogger(tmp_path / "log.csv")
+    assert [row["epoch"] for row in again.rows] == ["1", "2"]
+    assert (tmp_path / "log.csv").read_text().splitlines()[0] == "epoch,train_loss,val_r"
+
+
+def test_checkpoint_round_trip_and_average(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    torch.nn.init.constant_(model.weight, 1.0)
+    save_checkpoint(tmp_path / "a.pt", model, {"model": {"type": "x"}})
+    torch.nn.init.constant_(model.weight, 3.0)
+    save_checkpoint(tmp_path / "b.pt", model, {"model": {"type": "x"}})
+    assert load_checkpoint(tmp_path / "a.pt")["config"] == {"model": {"type": "x"}}
+    average = average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"])
+    assert torch.allclose(average["weight"], torch.full((1, 2), 2.0))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(EEGKitError, match="bad.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(EEGKitError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_run_cli_prints_one_line(tmp_path):
+    code = "from util.errors import run_cli, EEGKitError\n" \
+           "def main(argv):\n    raise EEGKitError('x.npy: expected 64 channels, found 63')\n" \
+           "run_cli(main)\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
+                            env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1])})
+    assert result.returncode == 2
+    assert result.stderr == "error: x.npy: expected 64 channels, found 63\n"

@@ -1,0 +1,110 @@
+"""DistributedDataParallel set-up for `torchrun` (NCCL on GPUs, gloo on CPUs).
+
+Run a training script with ``torchrun --nproc_per_node K script.py ...`` and
+`init_distributed` joins the process group from the environment variables
+torchrun sets; the same script without torchrun runs as one process.
+`shard_indices` is a DistributedSampler equivalent over any list of items
+(recordings or windows): every rank gets a disjoint, equally long share of one
+seeded permutation per epoch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the torchrun process group if there is one; pick the device.
+
+    ``device`` forces 'cpu' or 'cuda'; by default CUDA is used when available.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        torch_device = torch.device("cuda", local_rank)
+    else:
+        torch_device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
+
+
+def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """Move ``model`` to the device and wrap it in DDP when running distributed."""
+    model = model.to(info.device)
+    if not info.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [info.local_rank] if info.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def shard_indices(n_items: int, info: DistInfo, epoch: int = 0, seed: int = 0, shuffle: bool = True,
+                  drop_last: bool = False) -> np.ndarray:
+    """This rank's share of ``range(n_items)`` for ``epoch``.
+
+    Same permutation on every rank (seeded by seed + epoch); rank r takes
+    positions r, r + world, ...  Without ``drop_last`` the list is padded by
+    wrapping around so that all ranks do the same number of steps.
+    """
+    order = np.random.default_rng(seed + epoch).permutation(n_items) if shuffle else np.arange(n_items)
+    world = info.world_size
+    if drop_last:
+        order = order[: n_items - n_items % world]
+    elif n_items % world and n_items:
+        order = np.concatenate([order, order[: world - n_items % world]])
+    return order[info.rank :: world]
+
+
+def all_reduce_mean(value: float | torch.Tensor, info: DistInfo) -> float:
+    """Mean of a scalar over all ranks (returns the value itself on one process)."""
+    tensor = torch.as_tensor(value, dtype=torch.float64, device=info.device).clone()
+    if info.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= info.world_size
+    return float(tensor.item())
+
+
+def all_reduce_sum(value: float | torch.Tensor, info: DistInfo) -> float:
+    tensor = torch.as_tensor(value, dtype=torch.float64, device=info.device).clone()
+    if info.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return float(tensor.item())
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
+
+
+def cleanup(info: DistInfo) -> None:
+    if info.distributed and dist.is_initialized():
+        dist.destroy_process_group()
