@@ -1,0 +1,405 @@
+"""Discovery, validation and lazy, memory-light loading of Task 2 ``split_data``.
+
+Layout (see ``../shared/reference/task2_challenge.md`` section 1)::
+
+    <dataset>/derivatives/split_data/{split}_-_{subject}_-_{stimulus}_-_{feature}.npy
+
+``split`` is train/val/test, ``feature`` eeg/envelope/mel (stimulus names may
+contain single underscores, e.g. ``audiobook_2_2``). Files are grouped by their
+first three ``_-_`` parts into *recordings* ``(split, subject, stimulus)``.
+
+Memory model (RAM must not grow with dataset size):
+- Only ``.npy`` headers are parsed up front (shape, dtype, data offset).
+- Statistics and the NaN/Inf check read each file in fixed-size chunks with
+  ``os.pread``; nothing stays mapped afterwards.
+- Windows are read with ``os.pread`` of exactly the bytes needed (a window is a
+  contiguous row range of a C-ordered ``.npy``). Fortran-ordered files fall
+  back to a short-lived ``np.load(mmap_mode='r')`` mapping that is dropped
+  right after the copy. Page-cache pages are not part of the process RSS.
+
+Cut to a common length: every feature of a recording is cut to the shortest of
+them (small differences are normal); a difference above ``length_tolerance``
+samples (default 64 = 1 s at 64 Hz) is an error naming both files.
+
+Normalisation (``normalize=``):
+- ``"recording"`` (default): z-score per recording ``(subject, stimulus)`` and per
+  channel/band with the mean/std of that recording's TRAIN part, applied lazily
+  to train, val and test windows alike, for EEG and targets. If the train part
+  of a recording is absent, its own statistics are used (a warning says so).
+- ``"window"``: z-score every window over time, per channel (the CAT-WaveNet
+  paper's choice); ``Recording.array`` then z-scores the whole recording.
+- ``"none"``: raw values cast to float32.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from util.errors import EEGKitError
+
+FS_TASK2 = 64
+N_EEG_CHANNELS = 64
+SPLITS = ("train", "val", "test")
+SEP = "_-_"
+NORMALIZE_MODES = ("recording", "window", "none")
+STIMULUS_FEATURES = ("mel80", "mag")  # computed from stimulus audio (util.stimulus_targets)
+_CHUNK_BYTES = 8 * 1024 * 1024  # bytes read per chunk for statistics
+_EPS = 1e-8
+
+
+# --------------------------------------------------------------------------- .npy access
+@dataclass(frozen=True)
+class NpyFile:
+    """Header of one ``.npy`` file: enough to read row ranges without loading it."""
+
+    path: Path
+    shape: tuple
+    dtype: np.dtype
+    fortran_order: bool
+    offset: int  # byte offset of the data
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.shape[0])
+
+    @property
+    def n_cols(self) -> int:
+        return 1 if len(self.shape) == 1 else int(self.shape[1])
+
+    @property
+    def row_bytes(self) -> int:
+        return self.n_cols * self.dtype.itemsize
+
+    def read_rows(self, start: int, length: int) -> np.ndarray:
+        """Rows ``[start, start+length)`` as float32 ``(length, n_cols)``; nothing stays resident."""
+        if start < 0 or length < 0 or start + length > self.n_rows:
+            raise EEGKitError(f"{self.path}: rows {start}..{start + length} out of range (file has {self.n_rows})")
+        if self.fortran_order:
+            mapped = np.load(self.path, mmap_mode="r")
+            out = np.array(mapped[start:start + length], dtype=np.float32).reshape(length, self.n_cols)
+            del mapped
+            return out
+        nbytes = length * self.row_bytes
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            buf = os.pread(fd, nbytes, self.offset + start * self.row_bytes)
+        finally:
+            os.close(fd)
+        if len(buf) != nbytes:
+            raise EEGKitError(f"{self.path}: truncated .npy (expected {nbytes} bytes at row {start}, got {len(buf)})")
+        return np.frombuffer(buf, dtype=self.dtype).reshape(length, self.n_cols).astype(np.float32)
+
+    def iter_chunks(self, start: int, stop: int):
+        """Yield float64 chunks ``(rows, n_cols)`` covering rows ``[start, stop)``."""
+        rows_per_chunk = max(1, _CHUNK_BYTES // max(1, self.row_bytes))
+        for chunk_start in range(start, stop, rows_per_chunk):
+            n = min(rows_per_chunk, stop - chunk_start)
+            yield self.read_rows(chunk_start, n).astype(np.float64)
+
+
+def read_npy_header(path: Path) -> NpyFile:
+    """Parse the header of ``path``; EEGKitError if it is missing, corrupt or truncated."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = f.tell()
+    except FileNotFoundError:
+        raise EEGKitError(f"{path}: file not found") from None
+    except (ValueError, OSError, SyntaxError, EOFError) as exc:
+        raise EEGKitError(f"{path}: unreadable .npy file ({exc})") from None
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.kind not in "fiub":
+        raise EEGKitError(f"{path}: unsupported dtype {dtype} (expected a numeric array)")
+    if len(shape) not in (1, 2):
+        raise EEGKitError(f"{path}: expected a 1-D or 2-D array, found shape {shape}")
+    npy = NpyFile(path, tuple(int(s) for s in shape), dtype, bool(fortran_order), int(offset))
+    expected = offset + int(np.prod(shape)) * dtype.itemsize
+    actual = path.stat().st_size
+    if actual < expected:
+        raise EEGKitError(f"{path}: truncated .npy file ({actual} bytes, header promises {expected})")
+    return npy
+
+
+def check_feature_header(npy: NpyFile, feature: str) -> None:
+    """Validate shapes: eeg must be (T, 64); targets (T,) or (T, C)."""
+    if feature == "eeg":
+        if len(npy.shape) != 2 or npy.shape[1] != N_EEG_CHANNELS:
+            hint = ""
+            if len(npy.shape) == 2 and npy.shape[0] == N_EEG_CHANNELS:
+                hint = " (looks channels-first; split_data EEG must be time-first (T, 64))"
+            raise EEGKitError(
+                f"{npy.path}: EEG must have {N_EEG_CHANNELS} channels as (time, 64), found shape {npy.shape}{hint}")
+    if npy.n_rows == 0:
+        raise EEGKitError(f"{npy.path}: empty array (0 time samples)")
+
+
+# --------------------------------------------------------------------------- discovery
+def parse_name(path: Path):
+    """``(split, subject, stimulus, feature)`` from a split_data file name, or None."""
+    name = Path(path).name
+    if not name.endswith(".npy"):
+        return None
+    parts = name[: -len(".npy")].split(SEP)
+    if len(parts) != 4 or parts[0] not in SPLITS or not all(parts):
+        return None
+    return tuple(parts)
+
+
+def discover(split_dir) -> dict:
+    """Group split_data files: ``{(split, subject, stimulus): {feature: Path}}`` (sorted keys)."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise EEGKitError(f"{split_dir}: split_data folder not found")
+    groups: dict = {}
+    for path in sorted(split_dir.glob("*.npy")):
+        parsed = parse_name(path)
+        if parsed is None:
+            continue
+        split, subject, stimulus, feature = parsed
+        groups.setdefault((split, subject, stimulus), {})[feature] = path
+    if not groups:
+        raise EEGKitError(
+            f"{split_dir}: no split_data files found (expected {{split}}_-_{{subject}}_-_{{stimulus}}_-_{{feature}}.npy)")
+    return dict(sorted(groups.items()))
+
+
+def resolve_split_dir(path) -> Path:
+    """Accept the dataset root, its ``derivatives`` folder or ``split_data`` itself."""
+    path = Path(path)
+    for candidate in (path / "derivatives" / "split_data", path / "split_data", path):
+        if candidate.is_dir() and any(candidate.glob(f"*{SEP}*.npy")):
+            return candidate
+    return path
+
+
+# --------------------------------------------------------------------------- recordings
+@dataclass
+class FeatureSource:
+    """Rows ``[row_offset, row_offset + n)`` of one ``.npy`` file serve a feature."""
+
+    npy: NpyFile
+    row_offset: int = 0
+    max_rows: int | None = None  # a stimulus feature serves at most its split's length
+
+    @property
+    def available_rows(self) -> int:
+        rows = self.npy.n_rows - self.row_offset
+        return rows if self.max_rows is None else min(rows, self.max_rows)
+
+
+@dataclass
+class Recording:
+    """One (split, subject, stimulus) recording; windows are read and normalised lazily."""
+
+    split: str
+    subject: str
+    stimulus: str
+    n_samples: int
+    sources: dict  # feature -> FeatureSource
+    normalize: str = "recording"
+    stats: dict = field(default_factory=dict)  # feature -> (mean (C,), std (C,)) float32
+
+    @property
+    def features(self) -> tuple:
+        return tuple(self.sources)
+
+    @property
+    def key(self) -> tuple:
+        return (self.split, self.subject, self.stimulus)
+
+    def n_channels(self, name: str) -> int:
+        return self._source(name).npy.n_cols
+
+    def path(self, name: str) -> Path:
+        return self._source(name).npy.path
+
+    def _source(self, name: str) -> FeatureSource:
+        if name not in self.sources:
+            raise KeyError(f"recording {self.key} has no feature {name!r} (has {list(self.sources)})")
+        return self.sources[name]
+
+    def raw_window(self, name: str, start: int, length: int) -> np.ndarray:
+        """Un-normalised float32 ``(length, C)``."""
+        if start < 0 or start + length > self.n_samples:
+            raise IndexError(f"window {start}..{start + length} outside recording of {self.n_samples} samples")
+        source = self._source(name)
+        return source.npy.read_rows(source.row_offset + start, length)
+
+    def _normalise(self, name: str, x: np.ndarray) -> np.ndarray:
+        if self.normalize == "recording":
+            mean, std = self.stats[name]
+            return ((x - mean) / std).astype(np.float32, copy=False)
+        if self.normalize == "window":
+            return zscore_time(x)
+        return x
+
+    def window(self, name: str, start: int, length: int) -> np.ndarray:
+        """Normalised float32 ``(length, C)`` window of feature ``name``."""
+        return self._normalise(name, self.raw_window(name, start, length))
+
+    def array(self, name: str) -> np.ndarray:
+        """The whole normalised feature as float32 ``(n_samples, C)`` (loads it into memory)."""
+        return self.window(name, 0, self.n_samples)
+
+
+def zscore_time(x: np.ndarray) -> np.ndarray:
+    """Z-score ``(time, C)`` over time per channel; constant channels become 0."""
+    mean = x.mean(axis=0, keepdims=True)
+    std = x.std(axis=0, keepdims=True)
+    return ((x - mean) / np.maximum(std, _EPS)).astype(np.float32, copy=False)
+
+
+def chunked_stats(source: FeatureSource, n_rows: int, check_finite: bool) -> tuple:
+    """Mean/std per column of rows ``[0, n_rows)`` of a source, in chunks (float64 accumulation)."""
+    npy = source.npy
+    total = np.zeros(npy.n_cols)
+    total_sq = np.zeros(npy.n_cols)
+    start = source.row_offset
+    for chunk in npy.iter_chunks(start, start + n_rows):
+        if check_finite and not np.isfinite(chunk).all():
+            bad_row = start + int(np.argwhere(~np.isfinite(chunk))[0][0])
+            raise EEGKitError(f"{npy.path}: contains NaN/Inf (first at row {bad_row})")
+        total += chunk.sum(axis=0)
+        total_sq += np.square(chunk).sum(axis=0)
+        start += len(chunk)
+    mean = total / n_rows
+    var = np.maximum(total_sq / n_rows - np.square(mean), 0.0)
+    std = np.sqrt(var)
+    std[std < 1e-12] = 1.0  # constant channel: leave it centred, do not blow it up
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def check_finite_source(source: FeatureSource, n_rows: int) -> None:
+    npy = source.npy
+    start = source.row_offset
+    for chunk in npy.iter_chunks(start, start + n_rows):
+        if not np.isfinite(chunk).all():
+            bad_row = start + int(np.argwhere(~np.isfinite(chunk))[0][0])
+            raise EEGKitError(f"{npy.path}: contains NaN/Inf (first at row {bad_row})")
+        start += len(chunk)
+
+
+def common_length(sources: dict, length_tolerance: int) -> int:
+    """Shortest available length over features; EEGKitError naming both files if they differ too much."""
+    lengths = {name: src.available_rows for name, src in sources.items()}
+    shortest = min(lengths, key=lengths.get)
+    longest = max(lengths, key=lengths.get)
+    if lengths[longest] - lengths[shortest] > length_tolerance:
+        raise EEGKitError(
+            f"{sources[longest].npy.path}: length {lengths[longest]} differs from {lengths[shortest]} of "
+            f"{sources[shortest].npy.path} by more than {length_tolerance} samples")
+    if lengths[shortest] <= 0:
+        raise EEGKitError(f"{sources[shortest].npy.path}: no samples left for this recording")
+    return lengths[shortest]
+
+
+def _split_sources(groups: dict, key: tuple, features: tuple, stimulus_paths: dict | None,
+                   split_offsets=None) -> dict:
+    """FeatureSource per feature for one recording key; errors name the missing file."""
+    split, subject, stimulus = key
+    files = groups[key]
+    sources = {}
+    for feature in features:
+        if feature in STIMULUS_FEATURES:
+            if stimulus_paths is None or feature not in stimulus_paths.get(stimulus, {}):
+                raise EEGKitError(f"{files.get('eeg', next(iter(files.values())))}: no stimulus audio for "
+                                  f"{stimulus!r} to compute {feature}")
+            npy = read_npy_header(stimulus_paths[stimulus][feature])
+            start, split_length = split_offsets(key)
+            sources[feature] = FeatureSource(npy, start, split_length)
+            if sources[feature].available_rows <= 0:
+                raise EEGKitError(f"{npy.path}: stimulus feature has {npy.n_rows} frames, the {split} part "
+                                  f"starts at {start}")
+            continue
+        if feature not in files:
+            anchor = files.get("eeg", next(iter(files.values())))
+            missing = anchor.with_name(f"{split}{SEP}{subject}{SEP}{stimulus}{SEP}{feature}.npy")
+            raise EEGKitError(f"{missing}: file not found (recording has {sorted(files)})")
+        npy = read_npy_header(files[feature])
+        check_feature_header(npy, feature)
+        sources[feature] = FeatureSource(npy, 0)
+    return sources
+
+
+def load_recordings(split_dir, split: str, features=("eeg", "mel"), stimulus_audio_dir=None, cache_dir=None,
+                    normalize: str = "recording", length_tolerance: int = FS_TASK2, check_finite: bool = True,
+                    subjects=None, progress: bool = False) -> list:
+    """Recordings of one split, validated, cut to a common length, with normalisation statistics.
+
+    ``features`` may include ``mel80``/``mag``: they are computed from the stimulus audio under
+    ``stimulus_audio_dir`` and cached in ``cache_dir`` (see ``util.stimulus_targets``).
+    ``subjects`` optionally restricts to those subject names. RAM use is independent of dataset size.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if normalize not in NORMALIZE_MODES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
+    features = tuple(features)
+    split_dir = resolve_split_dir(split_dir)
+    groups = discover(split_dir)
+    keys = [k for k in groups if k[0] == split and (subjects is None or k[1] in set(subjects))]
+    if not keys:
+        raise EEGKitError(f"{split_dir}: no {split!r} recordings found")
+
+    stimulus_paths = None
+    split_offsets = None
+    if any(f in STIMULUS_FEATURES for f in features):
+        from util import stimulus_targets  # local import: stimulus_targets builds on this module
+
+        wanted = tuple(f for f in features if f in STIMULUS_FEATURES)
+        stimuli = sorted({k[2] for k in keys})
+        stimulus_paths = stimulus_targets.ensure_stimulus_targets(
+            stimuli, stimulus_audio_dir, cache_dir or stimulus_targets.default_cache_dir(split_dir), wanted)
+
+        def split_offsets(key):
+            return stimulus_targets.split_offsets(groups, key[1], key[2])[key[0]]
+
+    from tqdm import tqdm
+
+    recordings = []
+    for key in tqdm(keys, desc=f"loading {split} recordings", disable=not progress):
+        sources = _split_sources(groups, key, features, stimulus_paths, split_offsets)
+        n_samples = common_length(sources, length_tolerance)
+        rec = Recording(split=key[0], subject=key[1], stimulus=key[2], n_samples=n_samples, sources=sources,
+                        normalize=normalize)
+        if normalize == "recording":
+            rec.stats = _train_stats(groups, key, features, stimulus_paths, split_offsets, length_tolerance,
+                                     check_finite, rec)
+        stats_checked_eeg = normalize == "recording" and split == "train"
+        if check_finite and "eeg" in sources and not stats_checked_eeg:
+            check_finite_source(sources["eeg"], n_samples)
+        recordings.append(rec)
+    return recordings
+
+
+def _train_stats(groups, key, features, stimulus_paths, split_offsets, length_tolerance, check_finite, rec):
+    """Per-feature (mean, std) over the train part of ``key``'s recording (its own part as fallback)."""
+    train_key = ("train", key[1], key[2])
+    if train_key == key:
+        sources, n_rows = rec.sources, rec.n_samples
+    elif train_key in groups:
+        sources = _split_sources(groups, train_key, features, stimulus_paths, split_offsets)
+        n_rows = common_length(sources, length_tolerance)
+    else:
+        warnings.warn(f"{rec.path(features[0])}: no train part for ({key[1]}, {key[2]}); "
+                      f"normalising with its own statistics")
+        sources, n_rows = rec.sources, rec.n_samples
+    return {name: chunked_stats(src, n_rows, check_finite and name == "eeg") for name, src in sources.items()}
+
+
+def summarize(recordings) -> dict:
+    """Counts used by CLIs/logs: recordings, subjects, stimuli, hours of EEG."""
+    n_samples = sum(r.n_samples for r in recordings)
+    return {"recordings": len(recordings), "subjects": len({r.subject for r in recordings}),
+            "stimuli": len({r.stimulus for r in recordings}), "hours": n_samples / FS_TASK2 / 3600.0}

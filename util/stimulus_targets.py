@@ -1,0 +1,140 @@
+"""Mel80 / Mag targets (CAT-WaveNet stages 3-4) from the stimulus audio, cached per stimulus.
+
+split_data holds no audio, so these targets are computed from the stimulus
+audio files ``{stimulus}.wav`` / ``.npz`` / ``.npz.gz`` found (recursively) under
+an audio folder, with ``util.features.mel80`` / ``util.features.magnitude``
+(64 Hz, time first), and cached as::
+
+    <cache_dir>/{stimulus}_-_mel80.npy      # (T_stimulus, 80) float32
+    <cache_dir>/{stimulus}_-_mag.npy        # (T_stimulus, 257) float32
+
+A cache file is reused when it is newer than its audio file; it is written
+atomically. The default cache folder is ``<dataset>/derivatives/stimulus_targets``
+(a sibling of ``split_data``).
+
+The split_data 80/10/10 cut is inside each recording in time, so the part of
+the stimulus feature that belongs to a (split, subject, stimulus) recording
+starts at: train 0, val len(train eeg), test len(train eeg) + len(val eeg)
+(``split_offsets``). ``util.split_data.load_recordings`` uses these offsets and
+then cuts everything to a common length.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from util.errors import EEGKitError
+from util.split_data import SEP, SPLITS, read_npy_header
+
+AUDIO_SUFFIXES = (".npz.gz", ".wav", ".npz")
+TARGET_NAMES = ("mel80", "mag")
+log = logging.getLogger(__name__)
+
+
+def _stimulus_name(path: Path):
+    for suffix in AUDIO_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return None
+
+
+def find_stimulus_audio(audio_dir) -> dict:
+    """``{stimulus: audio Path}`` for every audio file under ``audio_dir`` (recursive; first hit wins)."""
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise EEGKitError(f"{audio_dir}: stimulus audio folder not found")
+    found = {}
+    for path in sorted(audio_dir.rglob("*")):
+        name = _stimulus_name(path)
+        if name and path.is_file():
+            found.setdefault(name, path)
+    return found
+
+
+def _stimuli_of(source) -> set:
+    """Stimulus names from a split_data folder, Recording objects or plain names."""
+    if isinstance(source, (str, Path)) and Path(source).is_dir():
+        from util.split_data import discover, resolve_split_dir
+
+        return {key[2] for key in discover(resolve_split_dir(source))}
+    return {getattr(item, "stimulus", item) for item in source}
+
+
+def missing_audio(source, audio_dir) -> list:
+    """Sorted stimulus names without an audio file (all of them if ``audio_dir`` is None or absent)."""
+    stimuli = _stimuli_of(source)
+    if audio_dir is None or not Path(audio_dir).is_dir():
+        return sorted(stimuli)
+    available = find_stimulus_audio(audio_dir)
+    return sorted(s for s in stimuli if s not in available)
+
+
+def audio_available(source, audio_dir) -> bool:
+    """True when every stimulus of ``source`` (split_data dir, recordings or names) has audio."""
+    return not missing_audio(source, audio_dir)
+
+
+def default_cache_dir(split_dir) -> Path:
+    return Path(split_dir).resolve().parent / "stimulus_targets"
+
+
+def cache_path(cache_dir, stimulus: str, name: str) -> Path:
+    return Path(cache_dir) / f"{stimulus}{SEP}{name}.npy"
+
+
+def compute_targets(audio_path: Path, names=TARGET_NAMES) -> dict:
+    """``{name: float32 (T, C)}`` for one stimulus audio file."""
+    from util import features
+
+    audio, fs = features.load_audio(audio_path)
+    functions = {"mel80": features.mel80, "mag": features.magnitude}
+    return {name: functions[name](audio, fs) for name in names}
+
+
+def ensure_stimulus_targets(stimuli, audio_dir, cache_dir, names=TARGET_NAMES, progress: bool = False) -> dict:
+    """Compute (or reuse) cached targets; returns ``{stimulus: {name: cache Path}}``."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from util.atomic import atomic_save_npy
+
+    if audio_dir is None:
+        raise EEGKitError(f"{cache_dir}: no stimulus audio folder given, cannot compute {list(names)}")
+    audio_files = find_stimulus_audio(audio_dir)
+    result = {}
+    for stimulus in tqdm(sorted(stimuli), desc="stimulus targets", disable=not progress):
+        if stimulus not in audio_files:
+            raise EEGKitError(f"{audio_dir}: no audio file for stimulus {stimulus!r} "
+                              f"(expected {stimulus}.wav, .npz or .npz.gz)")
+        audio_path = audio_files[stimulus]
+        paths = {name: cache_path(cache_dir, stimulus, name) for name in names}
+        stale = [name for name, path in paths.items()
+                 if not path.exists() or path.stat().st_mtime < audio_path.stat().st_mtime]
+        if stale:
+            log.info("computing %s for %s from %s", stale, stimulus, audio_path)
+            for name, array in compute_targets(audio_path, stale).items():
+                atomic_save_npy(paths[name], np.asarray(array, dtype=np.float32))
+        for path in paths.values():
+            read_npy_header(path)  # a corrupt cache file is reported with its name
+        result[stimulus] = paths
+    return result
+
+
+def split_offsets(groups: dict, subject: str, stimulus: str) -> dict:
+    """``{split: (start, length)}`` of each split inside the stimulus, from the eeg file lengths."""
+    lengths = {}
+    for split in SPLITS:
+        files = groups.get((split, subject, stimulus), {})
+        if "eeg" in files:
+            lengths[split] = read_npy_header(files["eeg"]).n_rows
+    offsets, start = {}, 0
+    for split in SPLITS:
+        if split not in lengths:
+            later = [s for s in SPLITS[SPLITS.index(split) + 1:] if s in lengths]
+            if later:
+                raise EEGKitError(f"{subject}/{stimulus}: no {split} eeg file, so the start of the "
+                                  f"{later[0]} part inside the stimulus is unknown")
+            continue
+        offsets[split] = (start, lengths[split])
+        start += lengths[split]
+    return offsets
