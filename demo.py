@@ -1,0 +1,161 @@
+"""The kit's main job on built-in synthetic data, end to end, through the real command-line scripts.
+
+Task 2 (default): generate a synthetic SparrKULee-format dataset, train the
+linear baseline and a small VLAAI, predict the held-out test subjects, write
+the submission zips, score them with the local evaluator, and print a table
+plus the path of a PNG report.
+
+Speaker extraction (``--task speaker-extraction``): generate a synthetic
+KU Leuven-format dataset, train a small NeuroSpex, evaluate it on held-out
+trials (SI-SDR, SI-SDRi, PESQ, STOI) beside the unprocessed mixture and a
+shuffled-EEG control, and print the table plus the PNG path.
+
+Every step is a subprocess call of the same script a user would run, printed
+before it runs, so the demo doubles as a worked example.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO))
+
+TASK2_MODELS = {"linear": "task2_regression/configs/linear.yaml", "vlaai_small": "task2_regression/configs/vlaai_small.yaml"}
+
+
+def run(cmd: list[str]) -> None:
+    """Run one step, echoing the command; stop the demo on failure."""
+    print("\n$ " + " ".join(cmd), flush=True)
+    result = subprocess.run(cmd, cwd=REPO)
+    if result.returncode != 0:
+        sys.exit(f"demo: step failed with exit code {result.returncode}: {' '.join(cmd)}")
+
+
+def task2(args: argparse.Namespace) -> None:
+    out = Path(args.out).resolve()
+    data = out / "data"
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    if not (data / "test_set").is_dir():
+        run([sys.executable, "-m", "util.synthetic", "task2", "--out", str(data), "--seed", str(args.seed)]
+            + (["--subjects", str(args.subjects)] if args.subjects else [])
+            + (["--minutes", str(args.minutes)] if args.minutes else []))
+    test_set = data / "test_set" / "TASK2_regression"
+    labels = data / "test_set" / "labels"
+    rows = []
+    for name, config in TASK2_MODELS.items():
+        run_dir, predictions = out / "runs" / name, out / "predictions" / name
+        submissions, report = out / "submissions" / name, out / "reports" / f"{name}.json"
+        overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
+        if not (run_dir / "best.pt").is_file():
+            run([sys.executable, "task2_regression/train.py", "--config", config, "--data", str(data),
+                 "--out", str(run_dir)] + overrides)
+        run([sys.executable, "task2_regression/predict.py", "--run", str(run_dir), "--test-set", str(test_set),
+             "--out", str(predictions)])
+        shutil.rmtree(submissions, ignore_errors=True)
+        run([sys.executable, "submit.py", "--task", "2", "--predictions", str(predictions), "--test-set",
+             str(test_set), "--group", f"demo_{name}", "--out", str(submissions)])
+        zip_path = next(submissions.glob("task_2_group_*_submission_1.zip"))
+        run([sys.executable, "-m", "evaluation.task2", "--predictions", str(zip_path), "--labels", str(labels),
+             "--out", str(report), "--plot", str(report.with_suffix(".png"))])
+        within = out / "reports" / f"{name}_within_subject.json"
+        run([sys.executable, "-m", "evaluation.task2_within_subject", "--run", str(run_dir), "--data", str(data),
+             "--out", str(within)])
+        held_out, within_report = json.loads(report.read_text()), json.loads(within.read_text())
+        rows.append((name, held_out, within_report, zip_path))
+    summary_png = out / "reports" / "summary.png"
+    _task2_summary_plot(rows, summary_png)
+    print("\nTask 2 on synthetic data (mean Pearson r over mel bands; official rule)")
+    print(f"{'model':<14}{'held-out subjects':>20}{'std':>8}{'within-subject test':>22}")
+    for name, held_out, within_report, _ in rows:
+        print(f"{name:<14}{held_out['score']:>20.4f}{held_out['std']:>8.4f}{within_report['score']:>22.4f}")
+    print("\nsubmissions: " + ", ".join(str(r[3]) for r in rows))
+    print(f"PNG report: {summary_png}")
+
+
+def _task2_summary_plot(rows, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from util.atomic import atomic_savefig
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(rows)
+    for i, (name, held_out, _, _) in enumerate(rows):
+        subjects = sorted(held_out["per_subject"])
+        left.bar(np.arange(len(subjects)) + i * width, [held_out["per_subject"][s] for s in subjects], width, label=name)
+        bands = held_out["per_band"]
+        right.bar(np.arange(len(bands)) + i * width, bands, width, label=name)
+    left.set_xticks(np.arange(len(subjects)) + width * (len(rows) - 1) / 2, subjects, rotation=45)
+    left.set_title("held-out subjects: score per subject")
+    right.set_xticks(np.arange(len(bands)) + width * (len(rows) - 1) / 2, [str(b) for b in range(len(bands))])
+    right.set_title("per mel band")
+    right.set_xlabel("mel band")
+    for axis in (left, right):
+        axis.set_ylabel("Pearson r")
+        axis.axhline(0, color="k", lw=0.5)
+        axis.legend()
+    fig.tight_layout()
+    atomic_savefig(fig, png, dpi=110)
+
+
+def speaker_extraction(args: argparse.Namespace) -> None:
+    out = Path(args.out).resolve()
+    data = out / "data"
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    if not any(data.glob("S*.mat")):
+        run([sys.executable, "-m", "util.synthetic", "kul", "--out", str(data), "--seed", str(args.seed)]
+            + (["--subjects", str(args.subjects)] if args.subjects else [])
+            + (["--minutes", str(args.minutes)] if args.minutes else []))
+    run_dir = out / "runs" / "neurospex_small"
+    overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
+    if not (run_dir / "best.pt").is_file():
+        run([sys.executable, "speaker_extraction/train.py", "--config", "speaker_extraction/configs/neurospex_small.yaml",
+             "--data", str(data), "--out", str(run_dir)] + overrides)
+    reports = {}
+    for label, extra in (("neurospex_small", []), ("shuffled_eeg", ["--shuffle-eeg"])):
+        report = out / "reports" / f"{label}.json"
+        run([sys.executable, "-m", "evaluation.speaker_extraction", "--run", str(run_dir), "--data", str(data),
+             "--split", "test", "--out", str(report), "--plot", str(report.with_suffix(".png"))] + extra)
+        reports[label] = json.loads(report.read_text())
+    print("\nSpeaker extraction on synthetic KUL data (held-out trials; mean over 4-s windows)")
+    print(f"{'system':<18}{'SI-SDR':>9}{'SI-SDRi':>9}{'PESQ':>7}{'STOI':>7}")
+    model = reports["neurospex_small"]["overall"]
+    mixture = reports["neurospex_small"]["mixture"]
+    shuffled = reports["shuffled_eeg"]["overall"]
+    for name, row in (("mixture", mixture), ("neurospex_small", model), ("shuffled EEG", shuffled)):
+        print(f"{name:<18}{row['si_sdr']:>9.2f}{row.get('si_sdri', 0.0):>9.2f}"
+              f"{row['pesq']:>7.2f}{row['stoi']:>7.3f}")
+    print(f"PNG report: {out / 'reports' / 'neurospex_small.png'}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["task2", "speaker-extraction"], default="task2",
+                        help="which half of the kit to demonstrate (default: task2)")
+    parser.add_argument("--out", default=None,
+                        help="working folder (default: runs/demo_task2 or runs/demo_speaker_extraction)")
+    parser.add_argument("--fresh", action="store_true", help="delete the working folder first (regenerate data, retrain)")
+    parser.add_argument("--subjects", type=int, default=None, help="synthetic subjects (default: the generator's)")
+    parser.add_argument("--minutes", type=float, default=None, help="synthetic minutes (default: the generator's)")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs of the configs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    args = parser.parse_args(argv)
+    args.out = args.out or f"runs/demo_{args.task.replace('-', '_')}"
+    start = time.time()
+    (task2 if args.task == "task2" else speaker_extraction)(args)
+    print(f"\ndemo wall time: {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
