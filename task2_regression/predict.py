@@ -1,0 +1,209 @@
+"""Predict Task 2 test-set segments with a trained run and write per-subject submission JSON files.
+
+    python task2_regression/predict.py --run RUN --test-set DATASET/test_set/TASK2_regression \
+        --out PRED [--checkpoint best|last|averaged]
+
+Input (reference section 3): `sub-XXX_mapping.json` (`{segment_id: {"eeg": eeg_id}}`) and
+`preprocessed_eeg/sub-XXX_eeg.npz` (`eeg_id -> (1920, 64)`), per subject.
+Output: `PRED/sub-XXX.json` = `{segment_id: [[f, ...] x bands] x frames}` (time first), one file per
+subject, for the run's submitted target (`mel`: 1920 x 10; `envelope`: 1920 x 1).
+
+Normalisation: every EEG segment is z-scored over time per channel on its own. The test subjects
+are unseen, so no training statistics exist for them; a per-segment z-score is the closest match to
+both training modes (`window` is exactly this; `recording` z-scores with per-recording statistics).
+Models that return fewer frames than the segment (valid padding) are padded at the end to the
+segment length with the per-band mean of the prediction, which leaves the correlation of the
+predicted frames as little disturbed as a constant tail can.
+
+Every input is read and checked and every prediction made before anything is written, so a bad
+input (missing file, unknown segment, wrong channel count, NaN/Inf) gives one error line and no
+partial output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # `python task2_regression/predict.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from util.atomic import atomic_write_json
+from util.errors import EEGKitError, run_cli
+
+BANDS = {"envelope": 1, "mel": 10, "mel80": 80, "mag": 257}
+CHECKPOINTS = ("best", "last", "averaged")
+
+
+def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model of a run from its checkpoint (the config is stored inside)."""
+    from task2_regression.models import build_model
+    from util.training import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if checkpoint not in CHECKPOINTS:
+        raise EEGKitError(f"--checkpoint: must be one of {CHECKPOINTS}, got {checkpoint!r}")
+    if not run_dir.is_dir():
+        raise EEGKitError(f"{run_dir}: run folder not found")
+    path = run_dir / f"{checkpoint}.pt"
+    state = load_checkpoint(path)
+    cfg = state["config"]
+    targets = list(cfg.get("targets") or [cfg.get("target", "mel")])
+    model = build_model(cfg["model"], {name: BANDS[name] for name in targets})
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise EEGKitError(f"{path}: weights do not fit the model in its config ({str(error).splitlines()[0]})") from None
+    model.eval()
+    return model, cfg
+
+
+def zscore_segment(eeg: np.ndarray) -> np.ndarray:
+    """Per-channel z-score over time of one segment (time, C); constant channels become 0."""
+    mean = eeg.mean(axis=0, keepdims=True)
+    std = eeg.std(axis=0, keepdims=True)
+    return ((eeg - mean) / np.maximum(std, 1e-8)).astype(np.float32)
+
+
+def pad_to_length(pred: np.ndarray, length: int) -> np.ndarray:
+    """(time_out, bands) -> (length, bands): pad the end with the per-band mean, or cut."""
+    if pred.shape[0] >= length:
+        return pred[:length]
+    tail = np.repeat(pred.mean(axis=0, keepdims=True), length - pred.shape[0], axis=0)
+    return np.concatenate([pred, tail], axis=0)
+
+
+def subject_of(mapping_path: Path) -> str:
+    """Subject name = mapping file name up to the first underscore."""
+    return mapping_path.name.split("_", 1)[0]
+
+
+def read_test_subject(mapping_path: Path, n_channels: int = 64) -> tuple[list[str], list[np.ndarray]]:
+    """Validated (segment ids, float32 (time, C) EEG segments) of one subject."""
+    test_dir = mapping_path.parent
+    subject = subject_of(mapping_path)
+    npz_path = test_dir / "preprocessed_eeg" / f"{subject}_eeg.npz"
+    try:
+        mapping = json.loads(mapping_path.read_text())
+    except (OSError, ValueError) as error:
+        raise EEGKitError(f"{mapping_path}: not a readable JSON mapping ({type(error).__name__})") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise EEGKitError(f"{mapping_path}: expected a non-empty {{segment_id: {{'eeg': eeg_id}}}} object")
+    if not npz_path.is_file():
+        raise EEGKitError(f"{npz_path}: EEG file not found (named by {mapping_path.name})")
+    try:
+        archive = np.load(npz_path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise EEGKitError(f"{npz_path}: not a readable .npz ({type(error).__name__})") from None
+    ids, segments = [], []
+    with archive:
+        available = set(archive.files)
+        for segment_id, entry in mapping.items():
+            eeg_id = entry.get("eeg") if isinstance(entry, dict) else None
+            if not isinstance(eeg_id, str):
+                raise EEGKitError(f"{mapping_path}: segment {segment_id!r} has no 'eeg' id")
+            if eeg_id not in available:
+                raise EEGKitError(f"{npz_path}: segment {eeg_id!r} not found (named by {mapping_path.name})")
+            eeg = np.asarray(archive[eeg_id])
+            if eeg.ndim != 2 or eeg.shape[1] != n_channels:
+                raise EEGKitError(f"{npz_path}: segment {eeg_id!r} has shape {eeg.shape}, expected (time, {n_channels})")
+            if not np.isfinite(eeg).all():
+                raise EEGKitError(f"{npz_path}: segment {eeg_id!r} contains NaN or Inf")
+            ids.append(str(segment_id))
+            segments.append(eeg.astype(np.float32))
+    return ids, segments
+
+
+def mapping_files(test_dir) -> list[Path]:
+    test_dir = Path(test_dir)
+    if not test_dir.is_dir():
+        raise EEGKitError(f"{test_dir}: test-set folder not found")
+    files = sorted(test_dir.glob("sub-*_mapping.json"))
+    if not files:
+        raise EEGKitError(f"{test_dir}: no sub-XXX_mapping.json files found")
+    return files
+
+
+@torch.no_grad()
+def predict_segments(model: torch.nn.Module, target: str, segments: Sequence[np.ndarray],
+                     batch_size: int = 8) -> list[np.ndarray]:
+    """Predict `target` for each (time, 64) segment -> list of (time, bands) float32, padded to the segment length."""
+    out: list[np.ndarray] = []
+    order = list(range(len(segments)))
+    # group equal-length segments so they can be batched
+    by_length: dict[int, list[int]] = {}
+    for index in order:
+        by_length.setdefault(segments[index].shape[0], []).append(index)
+    results: dict[int, np.ndarray] = {}
+    for length, indices in by_length.items():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            eeg = torch.from_numpy(np.stack([zscore_segment(segments[i]) for i in chunk]))  # (batch, time, 64)
+            pred = model(eeg)[target].float().cpu().numpy()  # (batch, time_out, bands)
+            for i, p in zip(chunk, pred):
+                results[i] = pad_to_length(p, length).astype(np.float32)
+    out = [results[i] for i in order]
+    return out
+
+
+def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform=None,
+                     progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """{subject: {segment_id: (time, bands)}} for every subject of the test set (nothing written).
+
+    eeg_transform(subject, ids, segments) -> segments lets controls (e.g. shuffling EEG across
+    segment ids) alter the inputs.
+    """
+    model, cfg = load_run_model(run_dir, checkpoint)
+    target = cfg.get("target", "mel")
+    n_channels = int(cfg["model"].get("n_channels", 64))
+    subjects: dict[str, dict[str, np.ndarray]] = {}
+    for mapping_path in tqdm(mapping_files(test_dir), desc="predicting subjects", disable=not progress):
+        ids, segments = read_test_subject(mapping_path, n_channels)
+        if eeg_transform is not None:
+            segments = eeg_transform(subject_of(mapping_path), ids, segments)
+        predictions = predict_segments(model, target, segments)
+        subjects[subject_of(mapping_path)] = dict(zip(ids, predictions))
+    return subjects
+
+
+def write_predictions(subjects: dict[str, dict[str, np.ndarray]], out_dir) -> list[Path]:
+    """PRED/sub-XXX.json = {segment_id: time x bands list}, each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for subject, segments in subjects.items():
+        payload = {segment_id: pred.astype(float).tolist() for segment_id, pred in segments.items()}
+        paths.append(atomic_write_json(out_dir / f"{subject}.json", payload))
+    return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Predict the Task 2 test set with a trained run and write one "
+                                                 "submission JSON per subject.")
+    parser.add_argument("--run", required=True, help="run folder written by task2_regression/train.py")
+    parser.add_argument("--test-set", required=True,
+                        help="folder with sub-XXX_mapping.json and preprocessed_eeg/ (DATASET/test_set/TASK2_regression)")
+    parser.add_argument("--out", required=True, help="output folder for the per-subject sub-XXX.json predictions")
+    parser.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
+                        help="which checkpoint of the run to use (default: best)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    subjects = predict_test_set(args.run, args.test_set, args.checkpoint)
+    paths = write_predictions(subjects, args.out)
+    n_segments = sum(len(s) for s in subjects.values())
+    print(f"wrote {len(paths)} subject files ({n_segments} segments) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
