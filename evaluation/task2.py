@@ -1,0 +1,271 @@
+"""Official-style scorer for Task 2 of the ICASSP 2024 Auditory EEG Challenge (mel reconstruction).
+
+Scoring rule (docs reference, section 3):
+  * per segment: Pearson r over time between prediction and true mel, per band
+    (scipy.stats.pearsonr semantics), averaged over the bands. A band where either
+    series is constant (e.g. an all-zero prediction) scores r = 0 instead of NaN;
+  * a prediction shorter than its label is zero-padded at the end, a longer one is
+    truncated to the label length;
+  * a segment id missing from the predictions scores 0 (in every band);
+  * mean over a subject's segments; mean over subjects = final score.
+The report also gives the standard deviation over subjects (population std, ddof=0),
+the per-subject means, the per-band means over all segments (missing ones count as 0),
+n_segments and n_missing.
+
+Labels: a folder of `sub-XXX.json` files `{segment_id: 1920 x 10}`; the subject is the file
+name up to the first underscore (or the stem). The 2023 envelope format
+`{segment_id: [envelope (3840 x 1), stimulus_name]}` is accepted too.
+Predictions: a folder of JSON files or a submission zip; all JSON objects are merged.
+
+CLI:
+  python -m evaluation.task2 --predictions PRED_DIR_or_ZIP --labels LABELS_DIR \
+      [--out report.json] [--plot report.png]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from util.errors import EEGKitError, run_cli
+
+
+# ----------------------------------------------------------------------------- maths
+def pearson_per_band(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Pearson r over time per band; pred/label (time, bands) -> (bands,). Constant series -> 0."""
+    pred = np.asarray(pred, dtype=np.float64)
+    label = np.asarray(label, dtype=np.float64)
+    pred_c = pred - pred.mean(axis=0)
+    label_c = label - label.mean(axis=0)
+    denom = np.sqrt((pred_c**2).sum(axis=0) * (label_c**2).sum(axis=0))
+    safe = np.where(denom > 0, denom, 1.0)
+    r = np.where(denom > 0, (pred_c * label_c).sum(axis=0) / safe, 0.0)
+    return np.clip(r, -1.0, 1.0)
+
+
+def fit_length(pred: np.ndarray, n_frames: int) -> np.ndarray:
+    """Zero-pad at the end or truncate a (time, bands) prediction to n_frames."""
+    if pred.shape[0] >= n_frames:
+        return pred[:n_frames]
+    pad = np.zeros((n_frames - pred.shape[0], pred.shape[1]), dtype=pred.dtype)
+    return np.concatenate([pred, pad], axis=0)
+
+
+def to_array(value: Any, where: str, bands: int | None = None) -> np.ndarray:
+    """Convert a JSON value to a finite float64 (time, bands) array or raise EEGKitError naming `where`."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise EEGKitError(f"{where}: not a numeric (time x bands) array") from None
+    if array.ndim == 1 and (bands is None or bands == 1):
+        array = array[:, None]  # (time,) envelope -> (time, 1)
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise EEGKitError(f"{where}: expected a 2-D (time x bands) array, got shape {array.shape}")
+    if bands is not None and array.shape[1] != bands:
+        raise EEGKitError(f"{where}: expected {bands} bands per frame (time first), got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise EEGKitError(f"{where}: contains NaN or Inf")
+    return array
+
+
+# ----------------------------------------------------------------------------- scoring
+def score(predictions: Mapping[str, Any], labels_by_subject: Mapping[str, Mapping[str, Any]]) -> dict:
+    """Score predictions {segment_id: (time, bands)} against {subject: {segment_id: (time, bands)}}.
+
+    Returns {"score", "std_over_subjects", "per_subject", "per_band", "n_segments", "n_missing",
+    "n_subjects", "n_extra", "missing_ids"}. Predictions for unknown ids are ignored (counted in n_extra).
+    """
+    if not labels_by_subject:
+        raise EEGKitError("labels: no subjects to score")
+    per_subject: dict[str, float] = {}
+    band_rows: list[np.ndarray] = []
+    missing: list[str] = []
+    known: set[str] = set()
+    n_bands = None
+    for subject in sorted(labels_by_subject):
+        segment_scores = []
+        for segment_id, label_value in labels_by_subject[subject].items():
+            known.add(segment_id)
+            label = to_array(label_value, f"labels {subject} {segment_id}")
+            n_bands = label.shape[1] if n_bands is None else n_bands
+            if label.shape[1] != n_bands:
+                raise EEGKitError(f"labels {subject} {segment_id}: {label.shape[1]} bands, others have {n_bands}")
+            if segment_id not in predictions:
+                missing.append(segment_id)
+                r = np.zeros(n_bands)
+            else:
+                pred = to_array(predictions[segment_id], f"prediction {segment_id}", bands=n_bands)
+                r = pearson_per_band(fit_length(pred, label.shape[0]), label)
+            band_rows.append(r)
+            segment_scores.append(float(r.mean()))
+        if not segment_scores:
+            raise EEGKitError(f"labels {subject}: no segments")
+        per_subject[subject] = float(np.mean(segment_scores))
+    subject_means = np.array(list(per_subject.values()))
+    return {
+        "score": float(subject_means.mean()),
+        "std_over_subjects": float(subject_means.std()),
+        "per_subject": per_subject,
+        "per_band": [float(v) for v in np.mean(band_rows, axis=0)],
+        "n_segments": len(band_rows),
+        "n_missing": len(missing),
+        "n_subjects": len(per_subject),
+        "n_extra": len(set(predictions) - known),
+        "missing_ids": sorted(missing),
+    }
+
+
+# ----------------------------------------------------------------------------- loading
+def _parse_json(text: bytes | str, where: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise EEGKitError(f"{where}: invalid JSON ({error.__class__.__name__}: {error})") from None
+    if not isinstance(obj, dict):
+        raise EEGKitError(f"{where}: expected a JSON object {{segment_id: prediction}}")
+    return obj
+
+
+def _merge(merged: dict, sources: dict, obj: dict, where: str) -> None:
+    for segment_id, value in obj.items():
+        if segment_id in merged:
+            raise EEGKitError(f"{where}: segment id {segment_id} also appears in {sources[segment_id]}")
+        merged[segment_id] = to_array(value, f"{where}: segment {segment_id}")
+        sources[segment_id] = where
+
+
+def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """Merge every JSON object of a folder (*.json) or a zip into {segment_id: (time, bands) array}."""
+    path = Path(path)
+    merged: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
+    if not path.exists():
+        raise EEGKitError(f"{path}: predictions folder or zip not found")
+    if path.is_dir():
+        files = sorted(path.glob("*.json"))
+        if not files:
+            raise EEGKitError(f"{path}: no .json prediction files in this folder")
+        for file in files:
+            _merge(merged, sources, _parse_json(file.read_bytes(), str(file)), str(file))
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = sorted(n for n in archive.namelist() if n.endswith(".json") and not n.startswith("__MACOSX"))
+                if not names:
+                    raise EEGKitError(f"{path}: no .json files in this zip")
+                for name in names:
+                    where = f"{path}:{name}"
+                    _merge(merged, sources, _parse_json(archive.read(name), where), where)
+        except zipfile.BadZipFile:
+            raise EEGKitError(f"{path}: not a folder nor a valid zip file") from None
+    return merged
+
+
+def subject_of(file: Path) -> str:
+    """Subject name: the file name up to the first underscore, or the stem."""
+    return file.stem.split("_", 1)[0]
+
+
+def _label_value(value: Any) -> Any:
+    """Accept 2024 labels (time x bands) and 2023 ones ([envelope, stimulus_name])."""
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str):
+        return value[0]
+    return value
+
+
+def load_labels(folder: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read `sub-XXX*.json` label files into {subject: {segment_id: (time, bands) array}}."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EEGKitError(f"{folder}: labels folder not found")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise EEGKitError(f"{folder}: no .json label files in this folder")
+    labels: dict[str, dict[str, np.ndarray]] = {}
+    for file in files:
+        obj = _parse_json(file.read_bytes(), str(file))
+        subject_labels = labels.setdefault(subject_of(file), {})
+        for segment_id, value in obj.items():
+            where = f"{file}: segment {segment_id}"
+            subject_labels[segment_id] = to_array(_label_value(value), where)
+    return labels
+
+
+# ----------------------------------------------------------------------------- output
+def format_report(report: dict) -> str:
+    """Readable table of a score report."""
+    lines = [f"{'subject':<16}{'mean r':>10}"]
+    lines += [f"{subject:<16}{value:>10.4f}" for subject, value in report["per_subject"].items()]
+    lines.append("-" * 26)
+    lines.append(f"{'band':<16}{'mean r':>10}")
+    lines += [f"{f'band {i}':<16}{value:>10.4f}" for i, value in enumerate(report["per_band"])]
+    lines.append("-" * 26)
+    lines.append(
+        f"score {report['score']:.4f} +- {report['std_over_subjects']:.4f} (std over {report['n_subjects']} subjects); "
+        f"{report['n_segments']} segments, {report['n_missing']} missing, {report['n_extra']} extra predictions ignored"
+    )
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, png_path: str | Path) -> None:
+    """Bar plots of per-subject and per-band mean Pearson r, saved atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from util.atomic import atomic_savefig
+
+    subjects = list(report["per_subject"])
+    fig, (ax_sub, ax_band) = plt.subplots(1, 2, figsize=(max(8.0, 0.35 * len(subjects) + 5), 4))
+    ax_sub.bar(range(len(subjects)), [report["per_subject"][s] for s in subjects], color="tab:blue")
+    ax_sub.axhline(report["score"], color="k", ls="--", lw=1, label=f"score {report['score']:.4f}")
+    ax_sub.set_xticks(range(len(subjects)), subjects, rotation=90, fontsize=7)
+    ax_sub.set_ylabel("mean Pearson r")
+    ax_sub.set_title("per subject")
+    ax_sub.legend(fontsize=8)
+    ax_band.bar(range(len(report["per_band"])), report["per_band"], color="tab:orange")
+    ax_band.set_xticks(range(len(report["per_band"])))
+    ax_band.set_xlabel("band")
+    ax_band.set_title("per band (all segments)")
+    fig.tight_layout()
+    atomic_savefig(fig, png_path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluation.task2",
+        description="Score Task 2 (mel reconstruction) predictions the way the challenge does: "
+        "mean over subjects of the mean over segments of the band-averaged Pearson r.",
+    )
+    parser.add_argument("--predictions", required=True, type=Path,
+                        help="folder of JSON files or a submission zip; all {segment_id: time x bands} objects are merged")
+    parser.add_argument("--labels", required=True, type=Path,
+                        help="folder of sub-XXX.json label files {segment_id: time x bands} "
+                        "(2023 format [envelope, stimulus] also accepted)")
+    parser.add_argument("--out", type=Path, default=None, help="write the report as JSON to this file")
+    parser.add_argument("--plot", type=Path, default=None, help="write per-subject and per-band bar plots to this PNG")
+    args = parser.parse_args(argv)
+
+    labels = load_labels(args.labels)
+    predictions = load_predictions(args.predictions)
+    report = score(predictions, labels)
+    print(format_report(report))
+    if args.out is not None:
+        from util.atomic import atomic_write_json
+
+        atomic_write_json(args.out, report, indent=2)
+        print(f"report written to {args.out}")
+    if args.plot is not None:
+        plot_report(report, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,171 @@
+"""Validate Task 2 predictions against the test set and package the challenge submission zip.
+
+  python submit.py --task 2 --predictions PRED_DIR --test-set DATA/test_set/TASK2_regression \
+      --group NAME --out OUTDIR
+
+PRED_DIR holds per-subject JSON files `{segment_id: mel}` (mel = 1920 lists of 10 floats,
+time first), as written by task2_regression/predict.py. Checks, against every
+`sub-XXX_mapping.json` of the test set:
+  * every mapping segment id has a prediction, and no prediction has an unknown id;
+  * every prediction is numeric, exactly 1920 x 10 (time first) and finite;
+  * every JSON file parses, and no id appears in two files.
+On any problem every problem is printed (one line each, naming the file and the id) and the
+script exits with status 2 without writing anything. Otherwise it writes
+`OUTDIR/task_2_group_NAME_submission_1.zip` (or `_2` when `_1` exists; it refuses when both
+exist -- the challenge allows two submissions) atomically, with one `sub-XXX.json` per subject.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import sys
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from util.atomic import atomic_write_bytes
+from util.errors import EEGKitError, run_cli
+
+N_FRAMES = 1920  # 30 s at 64 Hz
+N_BANDS = 10
+MAX_SUBMISSIONS = 2
+
+
+def load_mappings(test_set_dir: Path) -> dict[str, tuple[Path, list[str]]]:
+    """{subject: (mapping file, [segment ids])} from every sub-XXX_mapping.json of the test set."""
+    if not test_set_dir.is_dir():
+        raise EEGKitError(f"{test_set_dir}: test set folder not found")
+    files = sorted(test_set_dir.glob("*_mapping.json"))
+    if not files:
+        raise EEGKitError(f"{test_set_dir}: no *_mapping.json files (expected DATA/test_set/TASK2_regression)")
+    mappings: dict[str, tuple[Path, list[str]]] = {}
+    for file in files:
+        try:
+            obj = json.loads(file.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise EEGKitError(f"{file}: invalid JSON") from None
+        if not isinstance(obj, dict):
+            raise EEGKitError(f"{file}: expected a JSON object {{segment_id: {{'eeg': eeg_id}}}}")
+        subject = file.name.split("_", 1)[0]
+        mappings[subject] = (file, [str(segment_id) for segment_id in obj])
+    return mappings
+
+
+def check_prediction(value, where: str) -> tuple[list | None, str | None]:
+    """Return (the prediction as nested float lists, None) or (None, problem text)."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, f"{where}: not a numeric {N_FRAMES} x {N_BANDS} array"
+    if array.shape != (N_FRAMES, N_BANDS):
+        hint = " (transposed? time must come first)" if array.shape == (N_BANDS, N_FRAMES) else ""
+        return None, f"{where}: shape {array.shape}, expected ({N_FRAMES}, {N_BANDS}){hint}"
+    if not np.isfinite(array).all():
+        return None, f"{where}: contains NaN or Inf"
+    return array.tolist(), None
+
+
+def validate(predictions_dir: Path, mappings: dict[str, tuple[Path, list[str]]]) -> tuple[dict, list[str]]:
+    """Check predictions; returns ({subject: {segment_id: lists}}, problems)."""
+    if not predictions_dir.is_dir():
+        raise EEGKitError(f"{predictions_dir}: predictions folder not found")
+    files = sorted(predictions_dir.glob("*.json"))
+    if not files:
+        raise EEGKitError(f"{predictions_dir}: no .json prediction files in this folder")
+    problems: list[str] = []
+    merged: dict[str, list] = {}
+    source: dict[str, Path] = {}
+    for file in files:
+        try:
+            obj = json.loads(file.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            problems.append(f"{file}: invalid JSON")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"{file}: expected a JSON object {{segment_id: prediction}}")
+            continue
+        for segment_id, value in obj.items():
+            if segment_id in source:
+                problems.append(f"{file}: segment {segment_id}: also in {source[segment_id]}")
+                continue
+            source[segment_id] = file
+            lists, problem = check_prediction(value, f"{file}: segment {segment_id}")
+            if problem:
+                problems.append(problem)
+            else:
+                merged[segment_id] = lists
+    expected: dict[str, str] = {}
+    for subject, (mapping_file, segment_ids) in mappings.items():
+        for segment_id in segment_ids:
+            expected[segment_id] = subject
+            if segment_id not in source:
+                problems.append(f"{mapping_file}: segment {segment_id}: no prediction")
+    for segment_id, file in source.items():
+        if segment_id not in expected:
+            problems.append(f"{file}: segment {segment_id}: unknown id (in no mapping file)")
+    by_subject: dict[str, dict[str, list]] = {subject: {} for subject in mappings}
+    for segment_id, subject in expected.items():
+        if segment_id in merged:
+            by_subject[subject][segment_id] = merged[segment_id]
+    return by_subject, problems
+
+
+def submission_path(out_dir: Path, group: str) -> Path:
+    """First free `task_2_group_<group>_submission_<n>.zip` (n = 1, 2); EEGKitError when both exist."""
+    for number in range(1, MAX_SUBMISSIONS + 1):
+        path = out_dir / f"task_2_group_{group}_submission_{number}.zip"
+        if not path.exists():
+            return path
+    raise EEGKitError(f"{out_dir}: submissions 1 and 2 for group {group} already exist; refusing to write a third")
+
+
+def build_zip(by_subject: dict[str, dict[str, list]]) -> bytes:
+    """Zip bytes with one `<subject>.json` per subject."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for subject in sorted(by_subject):
+            archive.writestr(f"{subject}.json", json.dumps(by_subject[subject]))
+    return buffer.getvalue()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python submit.py",
+        description="Validate predictions against the test-set mapping files and write the challenge "
+        "submission zip (nothing is written when any check fails).",
+    )
+    parser.add_argument("--task", type=int, required=True, choices=[2],
+                        help="challenge task; only 2 (mel reconstruction) is supported")
+    parser.add_argument("--predictions", type=Path, required=True,
+                        help="folder of per-subject JSON files {segment_id: 1920 x 10 list}")
+    parser.add_argument("--test-set", type=Path, required=True,
+                        help="the test set folder DATA/test_set/TASK2_regression holding sub-XXX_mapping.json files")
+    parser.add_argument("--group", required=True,
+                        help="your group name as registered (letters, digits, '-' and '_')")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder for task_2_group_NAME_submission_N.zip (N = 1, or 2 if 1 exists)")
+    args = parser.parse_args(argv)
+
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.group):
+        raise EEGKitError(f"--group {args.group!r}: use only letters, digits, '-' and '_'")
+    if args.out.exists() and not args.out.is_dir():
+        raise EEGKitError(f"{args.out}: exists and is not a folder")
+    mappings = load_mappings(args.test_set)
+    by_subject, problems = validate(args.predictions, mappings)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        raise EEGKitError(f"{args.predictions}: {len(problems)} problem(s) found; no submission written")
+    path = submission_path(args.out, args.group)
+    atomic_write_bytes(path, build_zip(by_subject))
+    n_segments = sum(len(v) for v in by_subject.values())
+    print(f"wrote {path} ({len(by_subject)} subjects, {n_segments} segments)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
