@@ -11,7 +11,7 @@
 
 Stimuli: ``n_parts = min(4, ceil(trials / 2))`` parts ("stories"), each with
 two talkers from ``util.speech`` (espeak-ng): track 1 a low, slower voice
-(``en+m3``, 150 wpm, pitch 35), track 2 a higher, faster one (``en-us+f2``,
+(``en+m3``, 150 wpm, pitch 35), track 2 a higher, faster one (``en-us+m1``,
 185 wpm, pitch 70). Each wav is ``EEG length + extra_s`` long (the real audio is
 longer than the EEG too). The ``hrtf`` files are a crude binaural rendering
 (stereo: near ear = the dry signal, far ear = 0.6 ms later, low-passed at
@@ -56,7 +56,7 @@ __all__ = ["generate", "VOICES", "FS_EEG", "FS_WAV", "speech_envelope"]
 FS_EEG = 128
 FS_WAV = 44100
 # (voice, rate_wpm, pitch) per track: different voice, speed and pitch
-VOICES = {1: ("en+m3", 150, 35), 2: ("en-us+f2", 185, 70)}
+VOICES = {1: ("en+m3", 150, 35), 2: ("en-us+m1", 185, 70)}  # en-us+f2 is not deterministic
 
 
 def speech_envelope(audio: np.ndarray, fs: int, fs_out: int = FS_EEG, power: float = 0.6) -> np.ndarray:
