@@ -65,6 +65,12 @@ def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, 
     return model, cfg
 
 
+def model_channels(cfg: dict) -> int:
+    """EEG channel count the run's model expects (`n_channels` or `eeg_channels` in the model config)."""
+    model_cfg = cfg.get("model", {})
+    return int(model_cfg.get("n_channels", model_cfg.get("eeg_channels", 64)))
+
+
 def zscore_segment(eeg: np.ndarray) -> np.ndarray:
     """Per-channel z-score over time of one segment (time, C); constant channels become 0."""
     mean = eeg.mean(axis=0, keepdims=True)
@@ -162,7 +168,7 @@ def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform=
     """
     model, cfg = load_run_model(run_dir, checkpoint)
     target = cfg.get("target", "mel")
-    n_channels = int(cfg["model"].get("n_channels", 64))
+    n_channels = model_channels(cfg)
     subjects: dict[str, dict[str, np.ndarray]] = {}
     for mapping_path in tqdm(mapping_files(test_dir), desc="predicting subjects", disable=not progress):
         ids, segments = read_test_subject(mapping_path, n_channels)
