@@ -240,3 +240,14 @@ def test_error_no_subject_files(tmp_path):
 def test_error_hop_not_whole_audio_samples(kul_dataset, tmp_path):
     with pytest.raises(EEGKitError, match="hop_s"):
         KULCorpus(kul_dataset, config={"hop_s": 1 / 128}, cache_dir=tmp_path, progress=False)
+
+
+def test_yaml_config_and_build_datasets(kul_dataset, tmp_path):
+    path = Path(kul.__file__).parent / "configs" / "data_default.yaml"
+    config = load_data_config(path, ["split.protocol=loso", "split.test_subject=1"])
+    assert {k: v for k, v in config.items() if k != "split"} == {k: v for k, v in kul.DEFAULT_CONFIG.items()
+                                                                 if k != "split"}
+    corpus, datasets = kul.build_datasets(kul_dataset, config, cache_dir=tmp_path, progress=False)
+    assert {item["subject"] for item in datasets["test"]} == {1}
+    assert {datasets["train"][k]["subject"] for k in range(len(datasets["train"]))} == {2}
+    assert len(datasets["train"]) == 9 and len(datasets["val"]) == 3 and len(datasets["test"]) == 12
