@@ -1,0 +1,157 @@
+"""Difficulty calibration of the synthetic Task 2 data with a closed-form ridge backward model.
+
+For each requested SNR this generates a synthetic Task 2 dataset (or uses ``--data``),
+fits a linear backward model mel(t) ~ sum_{lag=0..400 ms} W_lag eeg(t + lag) in closed
+form on the training split (recording-wise z-scored EEG and mel), picks the ridge
+penalty on the val split (never on test), and scores the held-out test subjects
+with the challenge metric: per 30-s segment the Pearson r per mel band, averaged
+over the 10 bands; mean over a subject's segments; mean over subjects. As a control
+the same model is scored on mismatched EEG (each segment's prediction comes from
+another segment of the same subject), which should be ~0.
+
+    python -m benchmarks.synthetic_calibration --snr-db -6 -9 -12
+    python -m benchmarks.synthetic_calibration --data DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from util.errors import EEGKitError, run_cli
+
+FS = 64
+LAMBDAS = [1e-1, 1e0, 1e1, 1e2, 1e3, 1e4]  # relative to mean diagonal of X^T X / n
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+
+
+def _lagged(eeg: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """(T, 64) -> (T, 64 * n_lags); row t holds eeg[t + lag] (zero past the end)."""
+    n, c = eeg.shape
+    out = np.zeros((n, c * len(lags)), dtype=np.float32)
+    for i, lag in enumerate(lags):
+        out[:n - lag, i * c:(i + 1) * c] = eeg[lag:]
+    return out
+
+
+def _recordings(split_dir: Path, split: str):
+    for eeg_path in sorted(split_dir.glob(f"{split}_-_*_-_eeg.npy")):
+        mel_path = eeg_path.with_name(eeg_path.name[: -len("eeg.npy")] + "mel.npy")
+        eeg, mel = np.load(eeg_path).astype(np.float32), np.load(mel_path).astype(np.float32)
+        n = min(len(eeg), len(mel))
+        yield eeg_path.name.split("_-_")[1], eeg[:n], mel[:n]
+
+
+def _pearson_bands(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pearson r per band over time: (T, B), (T, B) -> (B,)."""
+    p, t = pred - pred.mean(0), target - target.mean(0)
+    return (p * t).sum(0) / np.maximum(np.sqrt((p ** 2).sum(0) * (t ** 2).sum(0)), 1e-12)
+
+
+def fit_ridge(data_dir: Path, lags: np.ndarray):
+    """Fit on train, choose lambda on val. Returns (weights (64*L, 10), lambda, val score)."""
+    split_dir = data_dir / "derivatives" / "split_data"
+    xtx, xty, n_rows = None, None, 0
+    for _sid, eeg, mel in _recordings(split_dir, "train"):
+        x, y = _lagged(_zscore(eeg), lags), _zscore(mel)
+        xtx = (x.T @ x).astype(np.float64) + (0 if xtx is None else xtx)
+        xty = (x.T @ y).astype(np.float64) + (0 if xty is None else xty)
+        n_rows += len(x)
+    if xtx is None:
+        raise EEGKitError(f"{split_dir}: no train_-_*_-_eeg.npy files")
+    scale = np.trace(xtx) / xtx.shape[0]
+    val = [(_lagged(_zscore(eeg), lags), mel) for _sid, eeg, mel in _recordings(split_dir, "val")]
+    best = None
+    for lam in LAMBDAS:
+        weights = np.linalg.solve(xtx + lam * scale * np.eye(len(xtx)), xty).astype(np.float32)
+        score = float(np.mean([_pearson_bands(x @ weights, mel).mean() for x, mel in val]))
+        if best is None or score > best[2]:
+            best = (weights, lam, score)
+    return best
+
+
+def score_test_set(data_dir: Path, weights: np.ndarray, lags: np.ndarray, mismatched: bool = False):
+    """Challenge metric on test_set/: (mean over subjects, per-subject dict, per-band mean (10,))."""
+    test_dir = data_dir / "test_set" / "TASK2_regression"
+    segments = []  # (subject, eeg (1920, 64), label (1920, 10))
+    for mapping_path in sorted(test_dir.glob("*_mapping.json")):
+        sid = mapping_path.name.split("_")[0]
+        mapping = json.loads(mapping_path.read_text())
+        labels = json.loads((data_dir / "test_set" / "labels" / f"{sid}.json").read_text())
+        with np.load(test_dir / "preprocessed_eeg" / f"{sid}_eeg.npz") as arrays:
+            for segment_id in sorted(mapping):
+                segments.append((sid, arrays[mapping[segment_id]["eeg"]].astype(np.float32),
+                                 np.asarray(labels[segment_id], dtype=np.float32)))
+    if not segments:
+        raise EEGKitError(f"{test_dir}: no *_mapping.json files")
+    by_subject, per_band = {}, []
+    for k, (sid, eeg, label) in enumerate(segments):
+        if mismatched:  # EEG of the next segment in the list (another segment or subject)
+            eeg = segments[(k + 1) % len(segments)][1]
+        pred = _lagged(_zscore(eeg), lags) @ weights  # (1920, 10)
+        bands = _pearson_bands(pred, label)
+        per_band.append(bands)
+        by_subject.setdefault(sid, []).append(bands.mean())
+    per_subject = {sid: float(np.mean(scores)) for sid, scores in by_subject.items()}
+    return float(np.mean(list(per_subject.values()))), per_subject, np.mean(per_band, axis=0)
+
+
+def evaluate(data_dir: Path, lag_step: int = 1) -> dict:
+    lags = np.arange(0, int(0.4 * FS) + 1, lag_step)
+    weights, lam, val_score = fit_ridge(data_dir, lags)
+    score, per_subject, per_band = score_test_set(data_dir, weights, lags)
+    null, _null_subjects, _ = score_test_set(data_dir, weights, lags, mismatched=True)
+    return {"lambda": lam, "val": val_score, "test": score, "test_per_subject": per_subject,
+            "test_per_band": per_band.round(3).tolist(), "mismatched_eeg": null}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="evaluate this existing synthetic Task 2 folder instead of generating")
+    parser.add_argument("--snr-db", type=float, nargs="+", default=None,
+                        help="SNRs (dB) to generate and evaluate (default: the generator's default)")
+    parser.add_argument("--subjects", type=int, default=8, help="training subjects to generate (default 8)")
+    parser.add_argument("--minutes", type=float, default=8.0, help="minutes per training subject (default 8)")
+    parser.add_argument("--test-subjects", type=int, default=4, help="test subjects to generate (default 4)")
+    parser.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
+    parser.add_argument("--lag-step", type=int, default=1, help="use every n-th lag of 0-400 ms (default 1)")
+    args = parser.parse_args(argv)
+
+    if args.data is not None:
+        if not (args.data / "derivatives" / "split_data").is_dir():
+            raise EEGKitError(f"{args.data}: not a Task 2 dataset (no derivatives/split_data)")
+        runs = [("given", args.data)]
+        tmp = None
+    else:
+        from util.synthetic_task2 import DEFAULT_SNR_DB, generate
+
+        tmp = tempfile.TemporaryDirectory(prefix="eegkit_calib_")
+        runs = []
+        for snr in args.snr_db or [DEFAULT_SNR_DB]:
+            start = time.perf_counter()
+            out = generate(Path(tmp.name) / f"snr{snr:g}", subjects=args.subjects, minutes=args.minutes,
+                           seed=args.seed, test_subjects=args.test_subjects, snr_db=snr, progress=False)
+            print(f"generated snr_db={snr:g} in {time.perf_counter() - start:.1f} s")
+            runs.append((f"{snr:g}", out))
+    print("snr_db | lambda | val r | test r (held-out subjects) | mismatched-EEG r | per-band test r")
+    for label, data_dir in runs:
+        res = evaluate(data_dir, args.lag_step)
+        print(f"{label} | {res['lambda']:g} | {res['val']:.3f} | {res['test']:.3f} "
+              f"(per subject {', '.join(f'{v:.3f}' for v in res['test_per_subject'].values())}) | "
+              f"{res['mismatched_eeg']:.3f} | {res['test_per_band']}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,48 @@
+"""Command line for the synthetic datasets (real on-disk formats, espeak-ng speech, simulated EEG).
+
+    python -m util.synthetic task2 --out DIR [--subjects 8] [--minutes 8] [--seed 0] ...
+    python -m util.synthetic kul   --out DIR [--subjects 2] [--trials 8] [--minutes 1] [--seed 0]
+
+``task2`` runs ``util.synthetic_task2.generate`` (ICASSP 2024 Task 2 layout:
+derivatives/split_data, stimuli/eeg, test_set with held-out labels); ``kul`` runs
+``util.synthetic_kul.generate`` (KU Leuven AAD layout: S*.mat + stimuli/*.wav),
+imported only when asked for.
+"""
+from __future__ import annotations
+
+import argparse
+
+from util import synthetic_task2
+from util.errors import run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m util.synthetic", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="dataset", required=True, metavar="{task2,kul}")
+    task2 = sub.add_parser("task2", help="synthetic ICASSP 2024 Task 2 dataset (mel reconstruction)",
+                           description=synthetic_task2.__doc__.split("\n\n")[0])
+    synthetic_task2.add_arguments(task2)
+    kul = sub.add_parser("kul", help="synthetic KU Leuven auditory-attention dataset (speaker extraction)")
+    kul.add_argument("--out", required=True, help="output dataset folder (created; files are overwritten)")
+    kul.add_argument("--subjects", type=int, default=2, help="number of subjects S1..Sn (default 2)")
+    kul.add_argument("--trials", type=int, default=8, help="trials per subject (default 8)")
+    kul.add_argument("--minutes", type=float, default=1.0, help="minutes per trial (default 1)")
+    kul.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
+    kul.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.dataset == "task2":
+        return synthetic_task2.main_args(args)
+    from util import synthetic_kul  # lazy: only needed for this dataset
+
+    out = synthetic_kul.generate(args.out, subjects=args.subjects, trials=args.trials, minutes=args.minutes,
+                                 seed=args.seed, progress=not args.no_progress)
+    print(f"wrote {out}: {args.subjects} subjects x {args.trials} trials of {args.minutes:g} min")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

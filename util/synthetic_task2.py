@@ -1,0 +1,228 @@
+"""Synthetic Task 2 (ICASSP 2024 Auditory EEG Challenge) dataset in the real on-disk layout.
+
+``generate(out_dir, subjects=8, minutes=8, seed=0, test_subjects=4, ...)`` writes::
+
+    out_dir/derivatives/split_data/{train,val,test}_-_sub-XXX_-_{stimulus}_-_{eeg,envelope,mel}.npy
+    out_dir/stimuli/eeg/{stimulus}.wav                      (training stimuli only, 22.05 kHz int16)
+    out_dir/test_set/TASK2_regression/sub-YYY_mapping.json  {segment_id: {"eeg": eeg_id}}
+    out_dir/test_set/TASK2_regression/preprocessed_eeg/sub-YYY_eeg.npz   eeg_id -> (1920, 64)
+    out_dir/test_set/labels/sub-YYY.json                    {segment_id: 1920 x 10 list}  (held out)
+    out_dir/synthetic_task2.json                            generation parameters
+
+Stimuli: speech from ``util.speech`` (espeak-ng), each stimulus its own voice
+(several English voices/variants, rates and pitches). Training stimuli
+(``audiobook_1_1``, ``audiobook_1_2``, ``podcast_1``, ``audiobook_2_1``, ...) form a
+pool of ``min(4, subjects)`` stories of ``minutes / 2`` each; training subject i
+listens to two of them (pool items i and i + 1), so stories are shared across
+subjects as in SparrKULee. Test stimuli (``audiobook_9X_1``, ``min(2, test_subjects)``
+of them, ``test_minutes`` long) are never used in training and their audio is not
+written (it would give the labels away).
+
+Features (``util.features``, 64 Hz, float32): envelope (T, 1) = gammatone
+envelope; mel (T, 10) = the challenge mel target; both cut to a common length.
+
+EEG (``util.eeg_forward``): for every (subject, story) recording the drivers are
+``[envelope, mel ** 0.3]`` (T, 11) (the cube-ish root mimics the compressive
+auditory response to power), z-scored, with band-dependent strength
+(envelope 1.0, mel bands 1.0 falling linearly to 0.4 for the top band, like the
+per-band scores of real systems). Each subject has its own TRFs (P1-N1-P2 with
+jittered latencies), scalp patterns on the BioSemi-64 montage, alpha frequency,
+noise covariance and an SNR of ``snr_db`` + N(0, 1.5 dB). Background: pink 1/f
+noise, occipital alpha bursts, frontal blinks, sensor noise (microvolt scale).
+Files are saved unnormalised (like the organisers' files), float32, time first.
+
+Splits: each training recording is cut in time into 80 % train, 10 % val and
+10 % test. Test subjects (``sub-{101+}``, disjoint from training subjects) each
+hear one test story; their EEG is cut into non-overlapping 30-s segments
+(1920 x 64, not normalised) stored under opaque random eeg ids; segment ids are
+``sub-YYY_<k>`` in a shuffled order; the labels are the matching mel segments.
+
+Difficulty: ``snr_db`` default -9 dB is calibrated (``benchmarks/synthetic_calibration.py``)
+so a closed-form ridge backward model (lags 0-400 ms) trained on the training
+split scores a challenge-style mean Pearson in the 0.05-0.2 range on the test
+subjects, while an EEG-ignoring predictor scores ~0.
+
+Default size (8 training subjects x 8 min, 4 test subjects x 3.5 min; 23 min of
+speech) is meant to generate in about a minute on 2 CPU cores; the test size
+(3 subjects x 2 min, 2 test subjects x 1 min) in a few seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy.io import wavfile
+from tqdm import tqdm
+
+from util import eeg_forward, features, speech
+from util.atomic import atomic_path, atomic_save_npy, atomic_savez, atomic_write_json
+from util.errors import EEGKitError
+
+__all__ = ["generate", "add_arguments", "main_args", "FS", "SEGMENT_SAMPLES", "VOICES", "MEL_GAINS"]
+
+FS = features.FS_TASK2
+SEGMENT_SAMPLES = 30 * FS  # 1920
+SPLITS = (("train", 0.0, 0.8), ("val", 0.8, 0.9), ("test", 0.9, 1.0))
+# (voice, words per minute, pitch) per stimulus, cycled
+VOICES = [("en", 160, 50), ("en-us", 170, 42), ("en+f3", 155, 62), ("en+m3", 165, 38),
+          ("en-gb-x-rp", 150, 55), ("en-us+f2", 175, 66), ("en-us+m1", 158, 45), ("en-029", 162, 52)]
+MEL_GAINS = np.linspace(1.0, 0.4, 10)
+DRIVER_GAINS = np.concatenate([[1.0], MEL_GAINS])  # (11,) envelope + 10 mel bands
+DEFAULT_SNR_DB = -9.0
+
+
+def _train_stimulus_name(k: int) -> str:
+    story, part = divmod(k, 3)
+    return f"podcast_{story + 1}" if part == 2 else f"audiobook_{story + 1}_{part + 1}"
+
+
+def _drivers(envelope: np.ndarray, mel: np.ndarray) -> np.ndarray:
+    """EEG drivers (T, 11): envelope and compressed mel bands."""
+    return np.concatenate([envelope, np.maximum(mel, 0.0) ** 0.3], axis=1)
+
+
+def _make_stimulus(name: str, index: int, minutes: float, seed: int, out: Path | None):
+    """Speak a story; optionally write its wav; returns (envelope (T,1), mel (T,10))."""
+    voice, rate_wpm, pitch = VOICES[index % len(VOICES)]
+    audio, fs = speech.speech_stream(minutes * 60.0, voice=voice, rate_wpm=rate_wpm, pitch=pitch,
+                                     seed=seed * 1000 + index)
+    if out is not None:
+        with atomic_path(out / "stimuli" / "eeg" / f"{name}.wav") as tmp:
+            wavfile.write(tmp, fs, np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16))
+        audio = np.round(np.clip(audio, -1, 1) * 32767).astype(np.float32) / 32768  # what the wav holds
+    envelope = features.gammatone_envelope(audio, fs)  # (T, 1)
+    mel = features.mel10(audio, fs)  # (T', 10)
+    n = min(len(envelope), len(mel))
+    return envelope[:n], mel[:n]
+
+
+def _subject_eeg(head, drivers, snr_db, rng) -> np.ndarray:
+    return eeg_forward.simulate_eeg(drivers, head, FS, snr_db, rng, driver_gains=None)  # (T, 64)
+
+
+def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, test_subjects: int = 4,
+             test_minutes: float | None = None, snr_db: float = DEFAULT_SNR_DB, progress: bool = True) -> Path:
+    """Write a synthetic Task 2 dataset to ``out_dir`` (layout in the module docstring); returns the Path.
+
+    ``subjects`` training subjects (sub-001...) with ``minutes`` of EEG each (two stories);
+    ``test_subjects`` held-out subjects (sub-101...) with ``test_minutes`` each
+    (default ``min(3.5, minutes / 2)``, at least 0.5 = one 30-s segment);
+    ``snr_db`` mean stimulus-driven vs background EEG power; ``seed`` makes the whole
+    dataset reproducible.
+    """
+    out = Path(out_dir)
+    if subjects < 1 or test_subjects < 1:
+        raise EEGKitError(f"{out}: need at least 1 training and 1 test subject (got {subjects}, {test_subjects})")
+    if minutes < 0.5:
+        raise EEGKitError(f"{out}: minutes must be >= 0.5 per training subject, got {minutes}")
+    test_minutes = min(3.5, minutes / 2) if test_minutes is None else float(test_minutes)
+    if test_minutes < 0.5:
+        raise EEGKitError(f"{out}: test_minutes must be >= 0.5 (one 30-s segment), got {test_minutes}")
+    if out.exists() and not out.is_dir():
+        raise EEGKitError(f"{out}: exists and is not a directory")
+
+    n_pool = min(4, subjects)
+    per_subject = min(2, n_pool)
+    story_minutes = minutes / per_subject
+    train_names = [_train_stimulus_name(k) for k in range(n_pool)]
+    n_test_pool = min(2, test_subjects)
+    test_names = [f"audiobook_{91 + j}_1" for j in range(n_test_pool)]
+    train_ids = [f"sub-{i + 1:03d}" for i in range(subjects)]
+    test_ids = [f"sub-{max(100, subjects) + j + 1:03d}" for j in range(test_subjects)]
+
+    n_steps = n_pool + n_test_pool + subjects * per_subject + test_subjects
+    bar = tqdm(total=n_steps, desc="synthetic task2", disable=not progress, unit="step")
+    stimuli = {}
+    for k, name in enumerate(train_names):
+        bar.set_postfix_str(f"TTS+features {name}")
+        stimuli[name] = _make_stimulus(name, k, story_minutes, seed, out)
+        bar.update()
+    for j, name in enumerate(test_names):
+        bar.set_postfix_str(f"TTS+features {name}")
+        # 1 s margin so the features hold floor(test_minutes * 2) whole 30-s segments
+        stimuli[name] = _make_stimulus(name, n_pool + j, test_minutes + 1 / 60, seed, None)
+        bar.update()
+
+    split_dir = out / "derivatives" / "split_data"
+    rng_snr = np.random.default_rng([seed, 7])
+    snrs = {sid: float(snr_db + rng_snr.normal(0, 1.5)) for sid in train_ids + test_ids}
+    for i, sid in enumerate(train_ids):
+        head = eeg_forward.make_subject(seed * 100003 + i, FS, len(DRIVER_GAINS), driver_gains=DRIVER_GAINS)
+        for r in range(per_subject):
+            name = train_names[(i + r) % n_pool]
+            bar.set_postfix_str(f"EEG {sid} {name}")
+            envelope, mel = stimuli[name]
+            eeg = _subject_eeg(head, _drivers(envelope, mel), snrs[sid], np.random.default_rng([seed, i, r]))
+            n = len(mel)
+            for split, lo, hi in SPLITS:
+                a, b = int(round(lo * n)), int(round(hi * n))
+                stem = f"{split}_-_{sid}_-_{name}_-_"
+                atomic_save_npy(split_dir / f"{stem}eeg.npy", eeg[a:b])  # (t, 64)
+                atomic_save_npy(split_dir / f"{stem}envelope.npy", envelope[a:b])  # (t, 1)
+                atomic_save_npy(split_dir / f"{stem}mel.npy", mel[a:b])  # (t, 10)
+            bar.update()
+
+    test_dir = out / "test_set" / "TASK2_regression"
+    label_dir = out / "test_set" / "labels"
+    for j, sid in enumerate(test_ids):
+        bar.set_postfix_str(f"EEG {sid} (test)")
+        head = eeg_forward.make_subject(seed * 100003 + 50000 + j, FS, len(DRIVER_GAINS), driver_gains=DRIVER_GAINS)
+        envelope, mel = stimuli[test_names[j % n_test_pool]]
+        rng = np.random.default_rng([seed, 1000 + j])
+        eeg = _subject_eeg(head, _drivers(envelope, mel), snrs[sid], rng)
+        n_segments = len(mel) // SEGMENT_SAMPLES
+        order = rng.permutation(n_segments)  # segment id number -> time position
+        mapping, eeg_arrays, labels = {}, {}, {}
+        for k in range(n_segments):
+            start = int(order[k]) * SEGMENT_SAMPLES
+            segment_id = f"{sid}_{k}"
+            eeg_id = f"eeg_{rng.integers(16 ** 8):08x}"
+            while eeg_id in eeg_arrays:
+                eeg_id = f"eeg_{rng.integers(16 ** 8):08x}"
+            mapping[segment_id] = {"eeg": eeg_id}
+            eeg_arrays[eeg_id] = eeg[start:start + SEGMENT_SAMPLES]  # (1920, 64)
+            labels[segment_id] = mel[start:start + SEGMENT_SAMPLES].astype(np.float64).tolist()  # 1920 x 10
+        atomic_savez(test_dir / "preprocessed_eeg" / f"{sid}_eeg.npz", **eeg_arrays)
+        atomic_write_json(test_dir / f"{sid}_mapping.json", mapping, indent=1)
+        atomic_write_json(label_dir / f"{sid}.json", labels)
+        bar.update()
+    bar.close()
+
+    atomic_write_json(out / "synthetic_task2.json", {
+        "generator": "util.synthetic_task2", "seed": seed, "fs": FS, "snr_db": snr_db,
+        "subject_snr_db": snrs, "train_subjects": train_ids, "test_subjects": test_ids,
+        "train_stimuli": train_names, "test_stimuli": test_names, "minutes": minutes,
+        "test_minutes": test_minutes, "story_minutes": story_minutes,
+        "voices": {name: VOICES[k % len(VOICES)] for k, name in enumerate(train_names + test_names)},
+        "driver_gains": DRIVER_GAINS.tolist(),
+    }, indent=1)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``python -m util.synthetic task2``."""
+    parser.add_argument("--out", required=True, help="output dataset folder (created; files are overwritten)")
+    parser.add_argument("--subjects", type=int, default=8, help="number of training subjects (default 8)")
+    parser.add_argument("--minutes", type=float, default=8.0,
+                        help="minutes of EEG per training subject, split over two stories (default 8)")
+    parser.add_argument("--test-subjects", type=int, default=4,
+                        help="number of held-out test subjects in test_set/ (default 4)")
+    parser.add_argument("--test-minutes", type=float, default=None,
+                        help="minutes of EEG per test subject (default min(3.5, minutes/2); >= 0.5)")
+    parser.add_argument("--snr-db", type=float, default=DEFAULT_SNR_DB,
+                        help=f"mean stimulus-driven vs background EEG power in dB (default {DEFAULT_SNR_DB})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
+    parser.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+
+
+def main_args(args: argparse.Namespace) -> int:
+    """Run ``generate`` from parsed CLI arguments; prints a one-line summary."""
+    out = generate(args.out, subjects=args.subjects, minutes=args.minutes, seed=args.seed,
+                   test_subjects=args.test_subjects, test_minutes=args.test_minutes, snr_db=args.snr_db,
+                   progress=not args.no_progress)
+    meta = json.loads((out / "synthetic_task2.json").read_text())
+    print(f"wrote {out}: {len(meta['train_subjects'])} training subjects, {len(meta['test_subjects'])} test "
+          f"subjects, stimuli {', '.join(meta['train_stimuli'])}")
+    return 0
