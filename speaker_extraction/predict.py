@@ -1,0 +1,289 @@
+"""Extract the attended talker from a mixture wav of any length using the listener's EEG.
+
+    python speaker_extraction/predict.py --run RUN --mixture MIX.wav --eeg EEG.npy --out OUT.wav
+
+- RUN is a training run folder (``best.pt`` inside, else ``last.pt``) or a
+  checkpoint file; the checkpoint holds the model and data config.
+- MIX.wav: any sampling rate, mono or multi-channel (averaged to mono),
+  resampled to 8 kHz.
+- EEG.npy: ``(time, channels)`` at 128 Hz, raw (before the kit's EEG
+  preprocessing); it must cover the same span as the audio (within
+  ``--max-mismatch-s``); the small difference is cut or edge-padded.
+- The model runs on 4-s windows (the training window) with a 50 % hop; the
+  per-window estimates are cross-faded with strictly positive Hann weights and
+  normalised by the summed weights (overlap-add). The end is zero-padded to a
+  whole window and trimmed again, so the output has exactly the input length.
+- The mixture is brought to the training level before the model; each
+  window's estimate is then given the level of one of the two talkers in that
+  window's mixture (RMS / sqrt 2; the sign that correlates with the mixture),
+  because the scale-invariant SI-SDR loss leaves the output scale free. The
+  output is limited to [-1, 1].
+- OUT.wav is written atomically at 8 kHz, float32 or 16-bit PCM (``--pcm16``).
+
+Library API: `load_run(run) -> (model, config)`, `read_mixture_wav(path)`,
+`read_eeg_npy(path, n_channels)`, `match_eeg_length(eeg, n_audio, path, max_mismatch_s)`,
+`extract_long(model, mixture, eeg, config)`, `write_wav(path, audio, fs, pcm16)`.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from math import gcd
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # `python speaker_extraction/predict.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import scipy.io.wavfile
+import torch
+from scipy.signal import resample_poly
+
+from util.atomic import atomic_write_bytes
+from util.config import get
+from util.errors import EEGKitError, run_cli
+
+AUDIO_FS = 8000
+EEG_FS = 128
+RAW_EEG_CHANNELS = 64  # BioSemi-64, before any channel selection of the run config
+
+
+def resolve_checkpoint(run: str | Path) -> Path:
+    """A run folder (best.pt, else last.pt) or a checkpoint file -> the checkpoint path."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    if not run.is_dir():
+        raise EEGKitError(f"{run}: run folder or checkpoint not found")
+    for name in ("best.pt", "last.pt"):
+        if (run / name).is_file():
+            return run / name
+    raise EEGKitError(f"{run}: no best.pt or last.pt in this run folder")
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Build the model from the checkpoint's config and load its weights (eval mode)."""
+    from speaker_extraction.models import build_model
+    from util.training import load_checkpoint
+
+    path = resolve_checkpoint(run)
+    state = load_checkpoint(path, map_location=device)
+    config = state["config"]
+    if "model" not in config:
+        raise EEGKitError(f"{path}: checkpoint config has no model section")
+    model = build_model(config["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise EEGKitError(f"{path}: weights do not fit the model in its config ({str(error).splitlines()[0]})") from None
+    model.to(device).eval()
+    return model, config
+
+
+def read_mixture_wav(path: str | Path, fs_out: int = AUDIO_FS) -> np.ndarray:
+    """Read a wav (any rate, int or float, any channels) as float32 mono at ``fs_out``: (samples,)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EEGKitError(f"{path}: mixture wav not found")
+    try:
+        fs_in, data = scipy.io.wavfile.read(path)
+    except (ValueError, OSError) as error:
+        raise EEGKitError(f"{path}: not a readable wav file ({str(error).splitlines()[0]})") from None
+    if np.issubdtype(data.dtype, np.integer):
+        if data.dtype == np.uint8:
+            audio = (data.astype(np.float64) - 128.0) / 128.0
+        else:
+            audio = data.astype(np.float64) / float(np.iinfo(data.dtype).max)
+    else:
+        audio = data.astype(np.float64)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)  # (samples,) mono
+    if audio.shape[0] == 0:
+        raise EEGKitError(f"{path}: wav file has no samples")
+    if not np.all(np.isfinite(audio)):
+        raise EEGKitError(f"{path}: wav contains NaN or Inf samples")
+    if fs_in != fs_out:
+        divisor = gcd(int(fs_in), int(fs_out))
+        audio = resample_poly(audio, fs_out // divisor, int(fs_in) // divisor)
+    return audio.astype(np.float32)
+
+
+def read_eeg_npy(path: str | Path, n_channels: int) -> np.ndarray:
+    """Read raw EEG (time, channels) float32; errors for wrong shape, channel count or NaN/Inf."""
+    path = Path(path)
+    if not path.is_file():
+        raise EEGKitError(f"{path}: EEG file not found")
+    try:
+        eeg = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise EEGKitError(f"{path}: not a readable .npy array ({str(error).splitlines()[0]})") from None
+    if eeg.ndim != 2:
+        raise EEGKitError(f"{path}: EEG must be 2-D (time, {n_channels}); got shape {eeg.shape}")
+    if eeg.shape[1] != n_channels:
+        raise EEGKitError(
+            f"{path}: EEG has {eeg.shape[1]} channels; the model expects {n_channels} (array shape must be (time, {n_channels}))"
+        )
+    if not np.all(np.isfinite(eeg)):
+        bad = int(np.count_nonzero(~np.isfinite(eeg)))
+        raise EEGKitError(f"{path}: EEG contains {bad} NaN/Inf values")
+    return eeg.astype(np.float32)
+
+
+def match_eeg_length(eeg: np.ndarray, n_audio: int, path: str | Path, max_mismatch_s: float = 1.0,
+                     audio_fs: int = AUDIO_FS, eeg_fs: int = EEG_FS) -> np.ndarray:
+    """Cut or edge-pad the EEG to the audio's span; error when they differ by more than ``max_mismatch_s``."""
+    n_eeg = int(round(n_audio * eeg_fs / audio_fs))
+    difference_s = (eeg.shape[0] - n_eeg) / eeg_fs
+    if abs(difference_s) > max_mismatch_s:
+        relation = "longer" if difference_s > 0 else "shorter"
+        raise EEGKitError(
+            f"{path}: EEG ({eeg.shape[0] / eeg_fs:.2f} s at {eeg_fs} Hz) is {abs(difference_s):.2f} s {relation} "
+            f"than the mixture ({n_audio / audio_fs:.2f} s); allowed mismatch {max_mismatch_s} s"
+        )
+    if eeg.shape[0] >= n_eeg:
+        return eeg[:n_eeg]
+    return np.pad(eeg, ((0, n_eeg - eeg.shape[0]), (0, 0)), mode="edge")
+
+
+def preprocess_eeg(eeg: np.ndarray, config: dict, eeg_fs: int = EEG_FS) -> np.ndarray:
+    """The training EEG preprocessing: band-pass, per-channel z-score over the recording, channel subset.
+
+    ``eeg`` (time, 64) raw -> (time, C) float32, using `speaker_extraction.data`'s
+    `bandpass_eeg` and `zscore_per_channel` with the run's data config.
+    """
+    from speaker_extraction.data import bandpass_eeg, zscore_per_channel
+    from speaker_extraction.kul_format import BIOSEMI64
+
+    data_cfg = config.get("data", {})
+    band = data_cfg.get("band", data_cfg.get("eeg_band", [1.0, 32.0]))
+    eeg = bandpass_eeg(eeg, eeg_fs, band, int(data_cfg.get("filter_order", 4)))  # (time, 64)
+    if data_cfg.get("normalize", "trial") == "trial":
+        eeg = zscore_per_channel(eeg)
+    channels = data_cfg.get("channels")
+    if channels is not None:
+        lookup = {name.lower(): index for index, name in enumerate(BIOSEMI64)}
+        index = [int(c) if isinstance(c, (int, np.integer)) else lookup[str(c).lower()] for c in channels]
+        eeg = eeg[:, index]
+    return np.ascontiguousarray(eeg, dtype=np.float32)
+
+
+def crossfade_weights(length: int) -> np.ndarray:
+    """Strictly positive Hann weights (length,): zero-free so single-window edges stay defined."""
+    return np.hanning(length + 2)[1:-1].astype(np.float64)
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
+    """Window starts covering [0, n_samples): 0, hop, 2 hop, ... until a window reaches the end."""
+    starts = [0]
+    while starts[-1] + window < n_samples:
+        starts.append(starts[-1] + hop)
+    return starts
+
+
+@torch.no_grad()
+def extract_long(model: torch.nn.Module, mixture: np.ndarray, eeg: np.ndarray, config: dict,
+                 batch_size: int = 4, hop_fraction: float = 0.5, progress: bool = False,
+                 device: str | torch.device = "cpu") -> np.ndarray:
+    """Run the model over a long mixture (samples,) with preprocessed EEG (time, C); returns (samples,).
+
+    ``eeg`` must already span the mixture (``round(samples * 128 / 8000)`` rows).
+    """
+    from tqdm import tqdm
+
+    window_s = float(get(config, "data.window_s", 4.0))
+    audio_window = int(round(window_s * AUDIO_FS))
+    eeg_window = int(round(window_s * EEG_FS))
+    hop_s = window_s * hop_fraction
+    # 8000 / 128 = 62.5 audio samples per EEG sample: an even EEG hop keeps both hops whole numbers.
+    hop_eeg = max(2, int(round(hop_s * EEG_FS)))
+    hop_eeg += hop_eeg % 2
+    hop_audio = hop_eeg * AUDIO_FS // EEG_FS
+    n_samples = mixture.shape[0]
+    starts = window_starts(n_samples, audio_window, hop_audio)
+    padded_audio = starts[-1] + audio_window
+    # The model saw mixtures of two talkers at level_rms each: bring the input to that level.
+    mixture_rms = float(np.sqrt(np.mean(np.square(mixture, dtype=np.float64)))) if n_samples else 0.0
+    training_rms = float(get(config, "data.level_rms", 0.05)) * np.sqrt(2.0)
+    gain = training_rms / mixture_rms if mixture_rms > 1e-12 else 1.0
+    mixture_padded = np.zeros(padded_audio, dtype=np.float32)  # (padded,)
+    mixture_padded[:n_samples] = mixture * gain
+    padded_eeg = starts[-1] * EEG_FS // AUDIO_FS + eeg_window
+    eeg_padded = np.zeros((max(padded_eeg, eeg.shape[0]), eeg.shape[1]), dtype=np.float32)  # (time, C)
+    eeg_padded[: eeg.shape[0]] = eeg
+    if eeg.shape[0] < padded_eeg and eeg.shape[0] > 0:
+        eeg_padded[eeg.shape[0]:] = eeg[-1]
+    weights = crossfade_weights(audio_window)  # (window,)
+    output = np.zeros(padded_audio, dtype=np.float64)
+    weight_sum = np.zeros(padded_audio, dtype=np.float64)
+    batches = [starts[i:i + batch_size] for i in range(0, len(starts), batch_size)]
+    for batch_starts in tqdm(batches, desc="extract", unit="batch", disable=not progress):
+        mixture_batch = np.stack([mixture_padded[s:s + audio_window] for s in batch_starts])  # (batch, window)
+        eeg_batch = np.stack(
+            [eeg_padded[s * EEG_FS // AUDIO_FS: s * EEG_FS // AUDIO_FS + eeg_window] for s in batch_starts]
+        )  # (batch, eeg_window, C)
+        estimate = model(torch.from_numpy(mixture_batch).to(device), torch.from_numpy(eeg_batch).to(device))
+        estimate = estimate.detach().cpu().numpy().astype(np.float64)  # (batch, window)
+        for row, start in enumerate(batch_starts):
+            segment = rescale_to_mixture(estimate[row], mixture_batch[row].astype(np.float64))
+            output[start:start + audio_window] += weights * segment
+            weight_sum[start:start + audio_window] += weights
+    result = output[:n_samples] / weight_sum[:n_samples] / gain  # back to the input's level
+    return result.astype(np.float32)
+
+
+def rescale_to_mixture(estimate: np.ndarray, mixture: np.ndarray) -> np.ndarray:
+    """Give ``estimate`` the level of one of two equal talkers in ``mixture`` (RMS / sqrt 2).
+
+    The sign is chosen so that the estimate correlates positively with the
+    mixture (SI-SDR training leaves both scale and sign free).
+    """
+    estimate_rms = float(np.sqrt(np.mean(np.square(estimate))))
+    if estimate_rms <= 1e-12:
+        return estimate
+    talker_rms = float(np.sqrt(np.mean(np.square(mixture)))) / np.sqrt(2.0)
+    sign = -1.0 if float(np.dot(estimate, mixture)) < 0 else 1.0
+    return estimate * (sign * talker_rms / estimate_rms)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, fs: int = AUDIO_FS, pcm16: bool = False) -> Path:
+    """Atomically write mono audio (samples,) clipped to [-1, 1] as float32 or 16-bit PCM wav."""
+    audio = np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0)
+    data = (np.round(audio * 32767.0)).astype(np.int16) if pcm16 else audio.astype(np.float32)
+    buffer = io.BytesIO()
+    scipy.io.wavfile.write(buffer, fs, data)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Extract the attended talker from a two-talker mixture wav using the listener's EEG.")
+    parser.add_argument("--run", required=True, help="training run folder (uses best.pt, else last.pt) or a .pt checkpoint")
+    parser.add_argument("--mixture", required=True, help="mixture wav file (any sampling rate; multi-channel is averaged to mono)")
+    parser.add_argument("--eeg", required=True, help="raw EEG .npy of shape (time, 64) at 128 Hz covering the mixture's span")
+    parser.add_argument("--out", required=True, help="output wav (8 kHz, mono), written atomically")
+    parser.add_argument("--pcm16", action="store_true", help="write 16-bit PCM instead of 32-bit float samples")
+    parser.add_argument("--max-mismatch-s", type=float, default=1.0,
+                        help="largest allowed difference between EEG and audio duration in seconds (default 1.0)")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per model call (default 4)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    model, config = load_run(args.run, device=args.device)
+    mixture = read_mixture_wav(args.mixture)  # (samples,) at 8 kHz
+    eeg = read_eeg_npy(args.eeg, RAW_EEG_CHANNELS)  # (time, 64) at 128 Hz
+    eeg = match_eeg_length(eeg, mixture.shape[0], args.eeg, args.max_mismatch_s)
+    eeg = preprocess_eeg(eeg, config)
+    estimate = extract_long(model, mixture, eeg, config, batch_size=args.batch_size, progress=True,
+                            device=args.device)
+    write_wav(args.out, estimate, AUDIO_FS, pcm16=args.pcm16)
+    print(f"wrote {args.out} ({estimate.shape[0] / AUDIO_FS:.2f} s at {AUDIO_FS} Hz)")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
