@@ -187,3 +187,30 @@ def test_stimulus_targets_missing_audio_is_an_error(tmp_path):
     with pytest.raises(EEGKitError, match="no audio file for stimulus 'audiobook_2_2'"):
         load_recordings(split_dir, "train", features=("eeg", "mel80"), stimulus_audio_dir=audio_dir,
                         cache_dir=tmp_path / "cache")
+
+
+def test_synthetic_dataset_with_audio_targets(task2_dataset, tmp_path):
+    """End to end on the kit's synthetic dataset: mel80/mag from the real stimulus audio and util.features."""
+    audio_dir = task2_dataset / "stimuli" / "eeg"
+    split_dir = task2_dataset / "derivatives" / "split_data"
+    assert stimulus_targets.audio_available(split_dir, audio_dir)
+    features = ("eeg", "envelope", "mel", "mel80", "mag")
+    by_split = {split: load_recordings(task2_dataset, split, features=features, stimulus_audio_dir=audio_dir,
+                                       cache_dir=tmp_path / "cache") for split in ("train", "val", "test")}
+    groups = discover(split_dir)
+    for split, recs in by_split.items():
+        for rec in recs:
+            eeg_rows = np.load(groups[rec.key]["eeg"], mmap_mode="r").shape[0]
+            assert eeg_rows - 64 <= rec.n_samples <= eeg_rows
+            assert rec.window("mel80", 0, 64).shape == (64, 80) and rec.window("mag", 0, 64).shape == (64, 257)
+            assert np.isfinite(rec.window("mag", 0, rec.n_samples)).all()
+    # the mel80 part of val continues where train's ended: frames agree with a direct computation
+    from util import features as audio_features
+
+    rec = by_split["val"][0]
+    audio, fs = audio_features.load_audio(stimulus_targets.find_stimulus_audio(audio_dir)[rec.stimulus])
+    full = audio_features.mel80(audio, fs)
+    start = np.load(groups[("train", rec.subject, rec.stimulus)]["eeg"], mmap_mode="r").shape[0]
+    mean, std = by_split["train"][[r.key[1:] for r in by_split["train"]].index(rec.key[1:])].stats["mel80"]
+    np.testing.assert_allclose(rec.raw_window("mel80", 0, 10), full[start:start + 10], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rec.window("mel80", 0, 10), (full[start:start + 10] - mean) / std, rtol=1e-3, atol=1e-3)
