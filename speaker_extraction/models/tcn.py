@@ -1,0 +1,64 @@
+"""Conv-TasNet temporal convolutional network pieces used by NeuroSpex.
+
+``ChannelLayerNorm`` normalises the channels of each frame (per-frame channel
+LayerNorm); ``TCNBlock`` is one 1-D conv block (1x1 B->H, PReLU, norm,
+dilated depthwise conv, PReLU, norm, 1x1 H->B) with a residual connection and
+no skip output; ``TCNStack`` is X blocks with dilations 1, 2, ..., 2^(X-1).
+All tensors here are channel-first: (batch, channels, frames).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the channel axis of a (batch, channels, frames) tensor, per frame."""
+
+    def __init__(self, n_channels: int, eps: float = 1e-8):
+        super().__init__()
+        self.n_channels = n_channels
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(n_channels))
+        self.bias = nn.Parameter(torch.zeros(n_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (batch, channels, frames); layer_norm acts on the last axis
+        return F.layer_norm(x.transpose(1, 2), (self.n_channels,), self.weight, self.bias,
+                            self.eps).transpose(1, 2)
+
+
+class TCNBlock(nn.Module):
+    """One Conv-TasNet 1-D conv block with a residual connection (no skip sum)."""
+
+    def __init__(self, bottleneck: int, hidden: int, kernel_size: int, dilation: int):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"TCN kernel_size P must be odd (non-causal same padding), got {kernel_size}")
+        self.in_conv = nn.Conv1d(bottleneck, hidden, 1)
+        self.in_activation = nn.PReLU()
+        self.in_norm = ChannelLayerNorm(hidden)
+        self.depthwise_conv = nn.Conv1d(hidden, hidden, kernel_size, dilation=dilation,
+                                        padding=dilation * (kernel_size - 1) // 2, groups=hidden)
+        self.depthwise_activation = nn.PReLU()
+        self.depthwise_norm = ChannelLayerNorm(hidden)
+        self.out_conv = nn.Conv1d(hidden, bottleneck, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (batch, B, frames)
+        y = self.in_norm(self.in_activation(self.in_conv(x)))  # (batch, H, frames)
+        y = self.depthwise_norm(self.depthwise_activation(self.depthwise_conv(y)))  # (batch, H, frames)
+        return x + self.out_conv(y)  # (batch, B, frames)
+
+
+class TCNStack(nn.Module):
+    """X TCN blocks with exponentially growing dilation (one 'repeat')."""
+
+    def __init__(self, bottleneck: int, hidden: int, kernel_size: int, n_blocks: int):
+        super().__init__()
+        self.blocks = nn.Sequential(*(TCNBlock(bottleneck, hidden, kernel_size, 2 ** index)
+                                      for index in range(n_blocks)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)  # (batch, B, frames)
