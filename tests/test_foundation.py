@@ -95,3 +95,12 @@ def test_run_cli_prints_one_line(tmp_path):
                             env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1])})
     assert result.returncode == 2
     assert result.stderr == "error: x.npy: expected 64 channels, found 63\n"
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+
+    path = atomic_write_json(tmp_path / "p.json", [1])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
