@@ -169,13 +169,14 @@ def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform=
     model, cfg = load_run_model(run_dir, checkpoint)
     target = cfg.get("target", "mel")
     n_channels = model_channels(cfg)
+    # read and check every subject first: a bad input fails before any progress output or prediction
+    inputs = {subject_of(path): read_test_subject(path, n_channels) for path in mapping_files(test_dir)}
     subjects: dict[str, dict[str, np.ndarray]] = {}
-    for mapping_path in tqdm(mapping_files(test_dir), desc="predicting subjects", disable=not progress):
-        ids, segments = read_test_subject(mapping_path, n_channels)
+    for subject, (ids, segments) in tqdm(inputs.items(), desc="predicting subjects", disable=not progress):
         if eeg_transform is not None:
-            segments = eeg_transform(subject_of(mapping_path), ids, segments)
+            segments = eeg_transform(subject, ids, segments)
         predictions = predict_segments(model, target, segments)
-        subjects[subject_of(mapping_path)] = dict(zip(ids, predictions))
+        subjects[subject] = dict(zip(ids, predictions))
     return subjects
 
 
