@@ -21,6 +21,16 @@ TINY = {"type": "neurospex", "N": 32, "L": 16, "B": 32, "H": 64, "P": 3, "X": 2,
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+@pytest.fixture(autouse=True)
+def single_cpu_thread():
+    """These models are small: intra-op threading only adds overhead (and oversubscribes
+    the shared 2-core machine), so run each test on one thread and restore afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def si_sdr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Zero-mean SI-SDR in dB per batch item; (batch, samples) -> (batch,)."""
     estimate = estimate - estimate.mean(dim=1, keepdim=True)
@@ -41,10 +51,10 @@ def test_output_length_equals_mixture_length(n_samples):
     torch.manual_seed(0)
     model = build_model(SMALL).eval()
     eeg_time = max(1, round(n_samples * FS_EEG / FS_AUDIO))
-    mixture = torch.randn(2, n_samples)
+    mixture = torch.randn(1, n_samples)
     with torch.no_grad():
-        estimate = model(mixture, torch.randn(2, eeg_time, 64))
-    assert estimate.shape == (2, n_samples)
+        estimate = model(mixture, torch.randn(1, eeg_time, 64))
+    assert estimate.shape == (1, n_samples)
     assert estimate.dtype == torch.float32
     assert torch.isfinite(estimate).all()
 
@@ -54,18 +64,17 @@ def test_adc_depths_build_run_and_backprop(adc_blocks):
     torch.manual_seed(0)
     model = build_model({**SMALL, "adc_blocks": adc_blocks})
     assert len(model.eeg_encoder.blocks) == adc_blocks
-    eeg = torch.randn(2, 256, 64)  # 2 s
-    estimate = model(torch.randn(2, 16000), eeg)
-    assert estimate.shape == (2, 16000)
+    eeg = torch.randn(2, 128, 64)  # 1 s
+    estimate = model(torch.randn(2, 8000), eeg)
+    assert estimate.shape == (2, 8000)
     estimate.pow(2).mean().backward()
     assert model.eeg_encoder.pre_conv.weight.grad is not None
     assert model.eeg_encoder.pre_conv.weight.grad.abs().sum() > 0
 
 
 def test_eeg_encoder_is_length_agnostic_and_per_step():
-    """AdC norms act per time step: an 8-s EEG is encoded the same way as its 4-s halves
-    away from the boundaries (the attention differs, so only shapes and finiteness for
-    the whole; the per-step LayerNorm means the output mean over channels is ~0 everywhere)."""
+    """2-, 4- and 8-s EEG all encode; the final per-step channel LayerNorm leaves every
+    time step with zero mean over channels (a norm over time would not)."""
     torch.manual_seed(0)
     encoder = build_model(SMALL).eeg_encoder.eval()
     for seconds in (2, 4, 8):
@@ -193,12 +202,12 @@ def test_tiny_model_overfits_a_small_batch():
     baseline = si_sdr(mixture, target).mean().item()  # ~0 dB: equal-power talkers
     with torch.no_grad():
         before = si_sdr(model(mixture, eeg), target).mean().item()
-    for _ in range(100):
+    for _ in range(60):
         optimizer.zero_grad()
         loss = -si_sdr(model(mixture, eeg), target).mean()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
         after = si_sdr(model(mixture, eeg), target).mean().item()
-    assert after - before > 5.0, (before, after)
-    assert after - baseline > 5.0, (baseline, after)
+    assert after - before > 10.0, (before, after)
+    assert after - baseline > 5.0, (baseline, after)  # SI-SDR improvement over the mixture
