@@ -1,0 +1,208 @@
+"""Speed and memory benchmark of the NeuroSpex speaker-extraction models on CPU.
+
+For each config: parameter counts, inference latency per 4-s window and
+real-time factor (processing time / audio duration; eval + no_grad, batch 1)
+with 1 and 2 threads, training throughput (4-s windows/s for
+forward + backward + Adam on one batch), and peak resident memory (ru_maxrss).
+Every measurement runs in its own subprocess so the peak memory belongs to
+that config and that mode alone.  CPU time is printed next to wall time:
+when CPU/wall is well below the thread count, other processes were competing
+for the cores and the wall-clock figures are pessimistic.
+
+    python -m benchmarks.speaker_extraction                 # paper + small configs
+    python -m benchmarks.speaker_extraction --quick         # fewer repeats
+    python -m benchmarks.speaker_extraction --params-only   # parameter table only
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO / "speaker_extraction" / "configs"
+FS_AUDIO, FS_EEG = 8000, 128
+
+
+def resolve_config(name: str) -> Path:
+    """A config name from speaker_extraction/configs (without .yaml) or a YAML path."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        return path
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+def load_model_config(name: str) -> dict:
+    from util.config import load_config
+    from util.errors import EEGKitError
+
+    config = load_config(resolve_config(name))
+    if not isinstance(config.get("model"), dict):
+        raise EEGKitError(f"{resolve_config(name)}: no 'model:' section")
+    return config["model"]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def make_inputs(batch: int, window_s: float, eeg_channels: int, generator):
+    import torch
+
+    mixture = torch.randn(batch, int(window_s * FS_AUDIO), generator=generator)  # (batch, samples)
+    eeg = torch.randn(batch, int(window_s * FS_EEG), eeg_channels, generator=generator)  # (batch, time, C)
+    target = torch.randn(batch, int(window_s * FS_AUDIO), generator=generator)  # (batch, samples)
+    return mixture, eeg, target
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Run one measurement in this process and return the figures as a dict."""
+    import torch
+
+    from speaker_extraction.models import build_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    model_cfg = load_model_config(args.worker)
+    model = build_model(model_cfg)
+    rss_after_build = peak_rss_mib()
+    result = {"config": args.worker, "mode": args.mode, "threads": args.threads}
+
+    if args.mode == "infer":
+        model.eval()
+        mixture, eeg, _ = make_inputs(1, args.window_s, model.eeg_channels, generator)
+        latencies, cpu_times = [], []
+        with torch.no_grad():
+            model(mixture, eeg)  # warm-up
+            for _ in range(args.repeats):
+                wall0, cpu0 = time.perf_counter(), time.process_time()
+                model(mixture, eeg)
+                latencies.append(time.perf_counter() - wall0)
+                cpu_times.append(time.process_time() - cpu0)
+        latency = statistics.median(latencies)
+        result.update(latency_s=latency, rtf=latency / args.window_s, cpu_s=statistics.median(cpu_times))
+    else:
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        mixture, eeg, target = make_inputs(args.train_batch, args.window_s, model.eeg_channels, generator)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            estimate = model(mixture, eeg)  # (batch, samples)
+            loss = (estimate - target).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+
+        step()  # warm-up (allocates Adam state)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for _ in range(args.train_steps):
+            step()
+        wall = time.perf_counter() - wall0
+        result.update(windows_per_s=args.train_batch * args.train_steps / wall,
+                      step_s=wall / args.train_steps, cpu_s=(time.process_time() - cpu0) / args.train_steps)
+    result.update(rss_build_mib=rss_after_build, peak_rss_mib=peak_rss_mib())
+    return result
+
+
+def run_worker(config: str, mode: str, threads: int, args: argparse.Namespace) -> dict:
+    command = [sys.executable, "-m", "benchmarks.speaker_extraction", "--worker", config, "--mode", mode,
+               "--threads", str(threads), "--repeats", str(args.repeats), "--train-batch", str(args.train_batch),
+               "--train-steps", str(args.train_steps), "--window-s", str(args.window_s)]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed ({config}, {mode}, {threads} threads):\n{completed.stderr}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def parameter_table(configs: Sequence[str]) -> list[str]:
+    from speaker_extraction.models import build_model, count_parameters
+
+    lines = [f"{'config':<24}{'adc_blocks':>11}{'params':>12}"]
+    for name in configs:
+        model_cfg = load_model_config(name)
+        depths = [model_cfg.get("adc_blocks", 6)]
+        if name == "neurospex" and 4 not in depths:
+            depths.append(4)  # the released code's default, reference ~5.06 M
+        for depth in depths:
+            count = count_parameters(build_model({**model_cfg, "adc_blocks": depth}))
+            lines.append(f"{name:<24}{depth:>11}{count:>12,}")
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["neurospex", "neurospex_small"],
+                        help="config names in speaker_extraction/configs (without .yaml) or YAML paths")
+    parser.add_argument("--quick", action="store_true",
+                        help="fast run: 2 timed inference repeats, 1 timed training step of batch 2")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="torch.set_num_threads values for the inference measurements")
+    parser.add_argument("--train-threads", type=int, default=2, help="threads for the training measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="timed inference runs (median reported)")
+    parser.add_argument("--train-batch", type=int, default=4, help="4-s windows per training batch")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps (after 1 warm-up)")
+    parser.add_argument("--window-s", type=float, default=4.0, help="window length in seconds")
+    parser.add_argument("--no-train", action="store_true", help="skip the training measurement")
+    parser.add_argument("--params-only", action="store_true", help="print the parameter table and exit")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write all figures to this JSON file")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["infer", "train"], default="infer", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.train_steps, args.train_batch = 2, 1, 2
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(worker(args)))
+        return 0
+    for name in args.configs:
+        load_model_config(name)  # fail early with a one-line error on a bad config
+    print("\n".join(parameter_table(args.configs)))
+    if args.params_only:
+        return 0
+
+    import os
+
+    print(f"\nCPU benchmark, {args.window_s:g}-s windows, {os.cpu_count()} visible cores "
+          f"(shared machine: wall times are noisy; cpu/wall << threads means contention)")
+    from tqdm import tqdm
+
+    jobs = [(name, "infer", threads) for name in args.configs for threads in args.threads]
+    if not args.no_train:
+        jobs += [(name, "train", args.train_threads) for name in args.configs]
+    results = [run_worker(name, mode, threads, args) for name, mode, threads in tqdm(jobs, desc="benchmark")]
+
+    print(f"\n{'config':<18}{'mode':<7}{'thr':>4}{'latency s':>11}{'RTF':>8}{'cpu/wall':>9}"
+          f"{'win/s':>8}{'step s':>8}{'rss build MiB':>14}{'peak MiB':>10}")
+    for row in results:
+        if row["mode"] == "infer":
+            timing = f"{row['latency_s']:>11.3f}{row['rtf']:>8.3f}{row['cpu_s'] / row['latency_s']:>9.2f}{'':>8}{'':>8}"
+        else:
+            label = f"b={args.train_batch}"
+            timing = (f"{label:>11}{'':>8}{row['cpu_s'] / row['step_s']:>9.2f}"
+                      f"{row['windows_per_s']:>8.2f}{row['step_s']:>8.2f}")
+        print(f"{row['config']:<18}{row['mode']:<7}{row['threads']:>4}{timing}"
+              f"{row['rss_build_mib']:>14.0f}{row['peak_rss_mib']:>10.0f}")
+    if args.json_out is not None:
+        from util.atomic import atomic_write_json
+
+        atomic_write_json(args.json_out, {"args": {k: str(v) for k, v in vars(args).items()}, "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    from util.errors import run_cli
+
+    run_cli(main)
