@@ -184,3 +184,14 @@ def test_background_spectrum_alpha_and_blinks():
     assert extra[names.index("Fpz")] > 10 * abs(extra[names.index("Oz")])  # blinks are frontal
     with pytest.raises(EEGKitError, match="drivers must be"):
         eeg_forward.simulate_eeg(np.zeros((100, 2)), head, fs, 0.0, np.random.default_rng(0))
+
+
+def test_cli_dispatches_kul(monkeypatch, tmp_path, capsys):
+    import util.synthetic_kul as synthetic_kul
+
+    calls = []
+    monkeypatch.setattr(synthetic_kul, "generate", lambda out, **kw: calls.append((out, kw)) or tmp_path)
+    assert synthetic.main(["kul", "--out", str(tmp_path), "--subjects", "3", "--trials", "4",
+                           "--minutes", "0.5", "--seed", "7", "--no-progress"]) == 0
+    assert calls == [(str(tmp_path), dict(subjects=3, trials=4, minutes=0.5, seed=7, progress=False))]
+    assert "3 subjects x 4 trials" in capsys.readouterr().out
