@@ -107,12 +107,17 @@ def build_report(rows: list[dict], meta: dict) -> dict:
     }
 
 
-def shuffled_sources(keys: list[tuple], seed: int = 0) -> list[int]:
-    """For each window (subject, trial), the index of a window from another trial (same subject if possible)."""
+def shuffled_sources(keys: list[tuple], n_windows: int | None = None, seed: int = 0) -> list[int]:
+    """For each of the first ``n_windows`` windows, the index (into ``keys``) of a window from another trial.
+
+    ``keys`` are the (subject, trial) of every window of the split; a window from
+    another trial of the same subject is preferred, else any other trial (seeded).
+    """
     rng = np.random.default_rng(seed)
     keys = [tuple(k) for k in keys]
+    n_windows = len(keys) if n_windows is None else n_windows
     sources = []
-    for subject, trial in keys:
+    for subject, trial in keys[:n_windows]:
         same_subject = [j for j, (s, t) in enumerate(keys) if s == subject and t != trial]
         other = same_subject or [j for j, (s, t) in enumerate(keys) if (s, t) != (subject, trial)]
         if not other:
@@ -144,11 +149,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shu
     n_windows = len(dataset) if max_windows <= 0 else min(len(dataset), max_windows)
     if n_windows == 0:
         raise EEGKitError(f"{data_dir}: the {split} split has no windows")
-    keys = []
-    for index in range(n_windows):
-        record_index, _ = dataset.index[index]
-        keys.append(dataset.records[record_index].key)
-    sources = shuffled_sources(keys, seed) if shuffle_eeg else list(range(n_windows))
+    keys = [dataset.records[record_index].key for record_index, _ in dataset.index]  # every window of the split
+    sources = shuffled_sources(keys, n_windows, seed) if shuffle_eeg else list(range(n_windows))
     rows = []
     for begin in tqdm(range(0, n_windows, batch_size), desc=f"evaluate {split}", unit="batch", disable=not progress):
         indices = list(range(begin, min(begin + batch_size, n_windows)))
@@ -208,8 +210,7 @@ def evaluate_files(estimates: str | Path, references: str | Path, mixtures: str 
     extra = sorted((set(reference_files) | set(mixture_files)) - set(estimate_files))
     if extra:
         raise EEGKitError(f"{estimates}: no estimate for {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
-    rows = []
-    for name in tqdm(sorted(estimate_files), desc="score files", unit="file", disable=not progress):
+    for name in sorted(estimate_files):  # check every file before scoring any
         (fs_est, estimate), (fs_ref, reference), (fs_mix, mixture) = (
             estimate_files[name], reference_files[name], mixture_files[name])
         if not fs_est == fs_ref == fs_mix:
@@ -218,8 +219,11 @@ def evaluate_files(estimates: str | Path, references: str | Path, mixtures: str 
         if not len(estimate) == len(reference) == len(mixture):
             raise EEGKitError(f"{Path(estimates) / name}: lengths differ (estimate {len(estimate)}, "
                               f"reference {len(reference)}, mixture {len(mixture)} samples)")
+    rows = []
+    for name in tqdm(sorted(estimate_files), desc="score files", unit="file", disable=not progress):
+        (fs, estimate), (_, reference), (_, mixture) = estimate_files[name], reference_files[name], mixture_files[name]
         row = {"subject": "files", "file": name}
-        row.update(score_window(estimate, reference, mixture, fs_est))
+        row.update(score_window(estimate, reference, mixture, fs))
         rows.append(row)
     meta = {"mode": "files", "estimates": str(estimates), "references": str(references), "mixtures": str(mixtures),
             "shuffle_eeg": False}
