@@ -1,0 +1,118 @@
+"""CAT-guided WaveNet: coarse-to-fine multi-stage EEG -> stimulus-feature regressor.
+
+`CATWaveNet(targets, **model_kwargs)`; `targets` is an ordered dict of stage
+targets, coarse to fine, e.g. {"envelope": 1, "mel": 10, "mel80": 80, "mag": 257}.
+One stage per target:
+  stage 1 input  = the EEG (64 channels);
+  stage k>1 input = CrossAttentionBlock(stage k-1 prediction, EEG): the fused
+                   `attention_dim`-channel features (see cross_attention.py);
+  every stage    = WaveNetRegressor(input -> that target's bands) (see wavenet.py).
+With a single target (Ablation-1, "WaveNet mel10 stage alone") there is no attention.
+Gradients flow through every stage's prediction into the next stage.
+
+Forward: `model(eeg)` with eeg (batch, time, 64) returns
+{target: (batch, time, bands)} for every stage, same length as the input, float32.
+
+Width: every stage uses `residual_channels` / `skip_channels`, except the stage
+whose target is `wide_stage` (default "mag", the paper's last stage) which uses
+`last_stage_channels` for both. With wide_stage=None the last stage of whatever
+targets are given is the wide one. Dropping mag (no stimulus audio) therefore
+does not silently turn the mel stage into a 512-channel stage.
+
+Speed switches (all keep the same parameters and the same outputs):
+  fast=True       fused gated activation + SDPA attention (fast=False: plain paths);
+  fused_gate / attention_impl override `fast` individually (benchmark ablation);
+  attention_chunk local attention window in samples (None = full window);
+  bf16=True       runs the forward under CPU/CUDA bfloat16 autocast (outputs float32);
+  fold_weight_norm() removes the weight-norm parametrisation for inference.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from task2_regression.models.cross_attention import CrossAttentionBlock
+from task2_regression.models.wavenet import WaveNetRegressor, fold_weight_norm
+
+
+class CATWaveNet(nn.Module):
+    """Multi-stage WaveNet with cross-attention guidance between stages."""
+
+    def __init__(self, targets: dict[str, int], layers: int = 36, dilation_cycle: int = 12,
+                 residual_channels: int = 128, skip_channels: int | None = None,
+                 last_stage_channels: int = 512, wide_stage: str | None = "mag",
+                 kernel_size: int = 3, eeg_channels: int = 64, attention_dim: int = 64,
+                 attention_heads: int = 4, attention_depth: int = 2,
+                 attention_conv_kernel: int = 3, attention_chunk: int | None = None,
+                 weight_norm: bool = True, fast: bool = True, fused_gate: bool | None = None,
+                 attention_impl: str | None = None, bf16: bool = False):
+        super().__init__()
+        if not targets:
+            raise ValueError("CATWaveNet needs at least one target")
+        for name, bands in targets.items():
+            if int(bands) < 1:
+                raise ValueError(f"target {name!r} has {bands} bands; need >= 1")
+        self.targets = {str(name): int(bands) for name, bands in targets.items()}
+        self.eeg_channels = eeg_channels
+        self.bf16 = bool(bf16)
+        skip_channels = residual_channels if skip_channels is None else skip_channels
+        names = list(self.targets)
+        wide_name = names[-1] if wide_stage is None else wide_stage
+
+        self.stages = nn.ModuleList()
+        self.attention = nn.ModuleList()
+        for index, name in enumerate(names):
+            wide = name == wide_name
+            stage_in = eeg_channels if index == 0 else attention_dim
+            self.stages.append(WaveNetRegressor(
+                stage_in, self.targets[name], layers=layers, dilation_cycle=dilation_cycle,
+                residual_channels=last_stage_channels if wide else residual_channels,
+                skip_channels=last_stage_channels if wide else skip_channels,
+                kernel_size=kernel_size, weight_norm=weight_norm))
+            if index > 0:
+                self.attention.append(CrossAttentionBlock(
+                    self.targets[names[index - 1]], eeg_channels, attention_dim,
+                    attention_heads, attention_depth, attention_conv_kernel))
+        self.set_speed(fused_gate=fast if fused_gate is None else fused_gate,
+                       attention_impl=("sdpa" if fast else "plain") if attention_impl is None
+                       else attention_impl,
+                       attention_chunk=attention_chunk)
+
+    def set_speed(self, fused_gate: bool, attention_impl: str, attention_chunk: int | None) -> None:
+        """Switch implementations in place (same parameters, same outputs)."""
+        if attention_impl not in ("sdpa", "plain"):
+            raise ValueError(f"attention_impl must be 'sdpa' or 'plain', got {attention_impl!r}")
+        if attention_chunk is not None and int(attention_chunk) < 1:
+            raise ValueError(f"attention_chunk must be >= 1 or None, got {attention_chunk}")
+        self.fused_gate = bool(fused_gate)
+        self.attention_impl = attention_impl
+        self.attention_chunk = None if attention_chunk is None else int(attention_chunk)
+        for stage in self.stages:
+            stage.set_fused_gate(self.fused_gate)
+        for block in self.attention:
+            block.configure(attention_impl, self.attention_chunk)
+
+    def fold_weight_norm(self) -> int:
+        """Bake weight norm into plain weights (for inference); returns the number folded.
+
+        Load a training checkpoint into a fresh (weight-normed) model first, then fold.
+        """
+        return fold_weight_norm(self)
+
+    def forward(self, eeg: torch.Tensor) -> dict[str, torch.Tensor]:
+        if eeg.dim() != 3 or eeg.shape[-1] != self.eeg_channels:
+            raise ValueError(f"expected eeg of shape (batch, time, {self.eeg_channels}), "
+                             f"got {tuple(eeg.shape)}")
+        eeg_cf = eeg.transpose(1, 2)  # (batch, 64, time)
+        autocast = (torch.autocast(eeg.device.type, dtype=torch.bfloat16) if self.bf16
+                    else contextlib.nullcontext())
+        outputs: dict[str, torch.Tensor] = {}
+        with autocast:
+            prediction = None  # (batch, bands of previous stage, time)
+            for index, (name, stage) in enumerate(zip(self.targets, self.stages)):
+                stage_input = eeg_cf if index == 0 else self.attention[index - 1](prediction, eeg_cf)
+                prediction = stage(stage_input)  # (batch, bands, time)
+                outputs[name] = prediction.transpose(1, 2).float()  # (batch, time, bands)
+        return outputs
