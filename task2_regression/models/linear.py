@@ -166,8 +166,8 @@ class RidgeDecoder(nn.Module):
 
         eeg: (time, 64) or (batch, time, 64); targets: array of the same layout (single target) or
         dict {name: array}. Only the first time - n_taps + 1 target frames are used (those with a
-        full EEG lag window). The data are processed in chunks of `chunk_frames` output frames so
-        memory stays O(chunk_frames * n_taps * 64).
+        full EEG lag window). The data are processed in chunks of about `chunk_frames` design rows
+        (all batch items together) so memory stays O(chunk_frames * n_taps * 64) float64.
         """
         eeg64 = self._batched(eeg, "eeg", self.n_channels)  # (batch, time, 64)
         batch, time, _ = eeg64.shape
@@ -175,8 +175,9 @@ class RidgeDecoder(nn.Module):
         if time_out < 1:
             raise ValueError(f"eeg: {time} frames is shorter than the {self.n_taps} lags")
         target64 = self._stack_targets(targets, batch, time_out)  # (batch, time_out, outputs)
-        for start in range(0, time_out, chunk_frames):
-            stop = min(time_out, start + chunk_frames)
+        step = max(1, chunk_frames // batch)  # at most ~chunk_frames design rows per chunk
+        for start in range(0, time_out, step):
+            stop = min(time_out, start + step)
             design = lagged_design(eeg64[:, start : stop + self.n_taps - 1], self.n_taps)  # (batch, n, D)
             design = design.reshape(-1, design.shape[-1])
             y = target64[:, start:stop].reshape(-1, target64.shape[-1])
@@ -236,35 +237,28 @@ class RidgeDecoder(nn.Module):
         eigval, eigvec = torch.linalg.eigh(cxx)  # cxx = V diag(e) V^T
         projected = eigvec.T @ cxy  # (D, outputs)
         mean_eig = torch.trace(cxx) / cxx.shape[0]
-        val_pairs = list(val_data)
-        if not val_pairs:
-            raise ValueError("select_alpha needs at least one validation pair")
         offset = 0
         for name, bands in self.targets.items():
             if name == self.select_target:
                 break
             offset += bands
         sel = slice(offset, offset + self.targets[self.select_target])
-        prepared = []
-        for eeg, targets in val_pairs:
+        all_weights = [eigvec @ (projected / (eigval + alpha * mean_eig)[:, None]) for alpha in alphas]  # (D, out)
+        all_bias = [mean_y - mean_x @ weights for weights in all_weights]
+        pair_scores: list[list[float]] = [[] for _ in alphas]
+        for eeg, targets in val_data:  # one lagged design matrix in memory at a time
             eeg64 = self._batched(eeg, "eeg", self.n_channels)
             time_out = eeg64.shape[1] - self.n_taps + 1
             design = lagged_design(eeg64, self.n_taps)  # (batch, time_out, D)
-            y = self._stack_targets(targets, eeg64.shape[0], time_out)[..., sel]
-            prepared.append((design, y))
-        scores: dict[float, float] = {}
-        best_alpha, best_score, best_weights = None, -np.inf, None
-        for alpha in alphas:
-            weights = eigvec @ (projected / (eigval + alpha * mean_eig)[:, None])  # (D, outputs)
-            bias = mean_y - mean_x @ weights
-            pair_scores = []
-            for design, y in prepared:
-                pred = design @ weights[:, sel] + bias[sel]
-                for b in range(pred.shape[0]):
-                    pair_scores.append(_pearson_mean(pred[b].numpy(), y[b].numpy()))
-            scores[alpha] = float(np.mean(pair_scores))
-            if scores[alpha] > best_score:
-                best_alpha, best_score, best_weights = alpha, scores[alpha], weights
+            y = self._stack_targets(targets, eeg64.shape[0], time_out)[..., sel].numpy()
+            for k, (weights, bias) in enumerate(zip(all_weights, all_bias)):
+                pred = (design @ weights[:, sel] + bias[sel]).numpy()  # (batch, time_out, bands)
+                pair_scores[k].extend(_pearson_mean(pred[b], y[b]) for b in range(pred.shape[0]))
+        if not pair_scores[0]:
+            raise ValueError("select_alpha needs at least one validation pair")
+        scores = {alpha: float(np.mean(values)) for alpha, values in zip(alphas, pair_scores)}
+        best = max(range(len(alphas)), key=lambda k: scores[alphas[k]])
+        best_alpha, best_weights = alphas[best], all_weights[best]
         self._set_weights(best_weights, mean_x, mean_y, best_alpha)
         return scores
 
