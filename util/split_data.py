@@ -260,8 +260,22 @@ def zscore_time(x: np.ndarray) -> np.ndarray:
     return ((x - mean) / np.maximum(std, _EPS)).astype(np.float32, copy=False)
 
 
+_STATS_CACHE: dict = {}  # (path, size, mtime_ns, offset, rows, check) -> (mean, std): a few floats per recording
+
+
 def chunked_stats(source: FeatureSource, n_rows: int, check_finite: bool) -> tuple:
-    """Mean/std per column of rows ``[0, n_rows)`` of a source, in chunks (float64 accumulation)."""
+    """Mean/std per column of rows ``[0, n_rows)`` of a source, in chunks (float64 accumulation).
+
+    Results are memoised per file version, so loading val/test after train does not re-read train.
+    """
+    stat = os.stat(source.npy.path)
+    key = (str(source.npy.path), stat.st_size, stat.st_mtime_ns, source.row_offset, n_rows, check_finite)
+    if key not in _STATS_CACHE:
+        _STATS_CACHE[key] = _chunked_stats(source, n_rows, check_finite)
+    return _STATS_CACHE[key]
+
+
+def _chunked_stats(source: FeatureSource, n_rows: int, check_finite: bool) -> tuple:
     npy = source.npy
     total = np.zeros(npy.n_cols)
     total_sq = np.zeros(npy.n_cols)
