@@ -68,13 +68,13 @@ def worker(args: argparse.Namespace) -> dict:
 
     from speaker_extraction.models import build_model
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.worker_threads)
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model_cfg = load_model_config(args.worker)
     model = build_model(model_cfg)
     rss_after_build = peak_rss_mib()
-    result = {"config": args.worker, "mode": args.mode, "threads": args.threads}
+    result = {"config": args.worker, "mode": args.mode, "threads": args.worker_threads}
 
     if args.mode == "infer":
         model.eval()
@@ -114,7 +114,7 @@ def worker(args: argparse.Namespace) -> dict:
 
 def run_worker(config: str, mode: str, threads: int, args: argparse.Namespace) -> dict:
     command = [sys.executable, "-m", "benchmarks.speaker_extraction", "--worker", config, "--mode", mode,
-               "--threads", str(threads), "--repeats", str(args.repeats), "--train-batch", str(args.train_batch),
+               "--worker-threads", str(threads), "--repeats", str(args.repeats), "--train-batch", str(args.train_batch),
                "--train-steps", str(args.train_steps), "--window-s", str(args.window_s)]
     completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if completed.returncode != 0:
@@ -155,6 +155,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--params-only", action="store_true", help="print the parameter table and exit")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all figures to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["infer", "train"], default="infer", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
