@@ -137,7 +137,7 @@ def evaluate(data_dir: Path, lag_step: int = 1) -> dict:
     score, per_subject, per_band = score_test_set(data_dir, weights, lags)
     null, _null_subjects, _ = score_test_set(data_dir, weights, lags, mismatched=True)
     return {"lambda": lam, "val": val_score, "test": score, "test_per_subject": per_subject,
-            "test_per_band": per_band.round(3).tolist(), "mismatched_eeg": null}
+            "test_per_band": np.round(per_band.astype(np.float64), 3).tolist(), "mismatched_eeg": null}
 
 
 def main(argv=None) -> int:
