@@ -9,7 +9,8 @@ Rows (reference section 4; the paper's numbers are on the authors' validation su
   Table 2: Ablation-1 (the WaveNet mel10 stage alone), Ablation-2 (no Mel80/Mag stages),
            Ablation-3 (no mixup), Proposed;
   Control: the Proposed model with the EEG segments permuted across segment ids within each
-           subject before prediction (expected ~0: the model must use the EEG).
+           subject before prediction (expected ~0: the model must use the EEG); a subject with
+           one segment gets its EEG circularly shifted by half a segment instead.
 Each row is trained with `task2_regression.train.train` on the split_data train split (model
 selection and early stopping on the val split only), then predicted on
 DATASET/test_set/TASK2_regression with `task2_regression.predict`, checked with submit.py's
@@ -95,10 +96,14 @@ def row_config(row: Row, epochs_scale: float, quick: bool) -> dict:
 
 
 def shuffle_within_subject(seed: int):
-    """EEG transform for the control: a random derangement of the segments within each subject."""
+    """EEG transform for the control: a random derangement of the segments within each subject.
+
+    A subject with a single segment gets that segment circularly shifted by half its length in time
+    instead (the same "EEG no longer aligned with its stimulus" null).
+    """
     def transform(subject: str, ids: list[str], segments: list[np.ndarray]) -> list[np.ndarray]:
         if len(segments) < 2:
-            raise EEGKitError(f"{subject}: the EEG-shuffled control needs at least 2 segments per subject")
+            return [np.roll(segment, segment.shape[0] // 2, axis=0) for segment in segments]
         rng = np.random.default_rng(seed + sum(map(ord, subject)))
         order = rng.permutation(len(segments))
         shifted = np.roll(order, 1)  # segment order[i] gets the EEG of order[i-1]: nobody keeps its own
