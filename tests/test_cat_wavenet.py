@@ -1,6 +1,8 @@
 """Tests for the CAT-guided WaveNet (task2_regression/models/cat_wavenet.py and parts)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.nn.utils import parametrize
@@ -74,15 +76,28 @@ def test_bad_input_shape_raises():
         model(torch.randn(2, 64, 100))
 
 
+def _config(name: str) -> dict:
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    return yaml.safe_load((repo / "task2_regression" / "configs" / f"{name}.yaml").read_text())
+
+
 def test_paper_size_parameter_count():
+    """configs/cat_wavenet.yaml built through the registry (meta device: no memory, fast)."""
+    from task2_regression.models import build_model
+
+    cfg = _config("cat_wavenet")
+    assert cfg["model"]["layers"] == 36 and cfg["model"]["dilation_cycle"] == 12
     with torch.device("meta"):
-        model = CATWaveNet(ALL_TARGETS, layers=36, dilation_cycle=12, residual_channels=128,
-                           last_stage_channels=512)
+        model = build_model(cfg["model"], {t: ALL_TARGETS[t] for t in cfg["targets"]})
+    assert isinstance(model, CATWaveNet)
     n_params = sum(p.numel() for p in model.parameters())
     assert abs(n_params - 94e6) / 94e6 < 0.10, n_params
     dilations = [layer.dilated_conv.dilation[0] for layer in model.stages[0].layers]
     assert dilations == [2 ** (i % 12) for i in range(36)]
     assert model.stages[3].layers[0].skip_conv.out_channels == 512
+    assert model.stages[2].layers[0].skip_conv.out_channels == 128
 
 
 def test_fold_weight_norm_keeps_outputs():
@@ -173,3 +188,17 @@ def test_tiny_model_overfits_one_batch():
     with torch.no_grad():
         final = -_pearson(model(eeg)["mel"], targets["mel"]).mean().item()
     assert final < -0.8, final
+
+
+def test_small_config_builds_through_registry():
+    from task2_regression.models import build_model
+
+    cfg = _config("cat_wavenet_small")
+    assert cfg["targets"] == ["envelope", "mel", "mel80", "mag"] and cfg["target"] == "mel"
+    assert cfg["loss"] == {"pearson": 1.0, "l1": 0.2, "kl": 1.0}
+    assert cfg["train"]["mixup"] == 2 and cfg["data"]["normalize"] == "window"
+    model = build_model(cfg["model"], {t: ALL_TARGETS[t] for t in cfg["targets"]})
+    assert isinstance(model, CATWaveNet)
+    assert list(model.targets) == cfg["targets"]
+    assert len(model.stages) == 4 and len(model.attention) == 3
+    assert model.attention_chunk == cfg["model"]["attention_chunk"]
