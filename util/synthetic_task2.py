@@ -56,6 +56,13 @@ heavily loaded 2-core machine; figures are deterministic):
 
 so the default sits in the 0.05-0.2 range asked of a linear model, well above
 an EEG-ignoring predictor (~0). Real SparrKULee systems score 0.02-0.07.
+Per band the -25 dB test r is fairly flat (0.09-0.17, lowest in band 4), unlike
+real data where band 0 is clearly best. At the tiny test size (3 subjects x 2 min,
+2 test subjects) held-out subjects are near chance at -25 dB (ridge val r 0.147,
+test r 0.015) and still uneven at -10 dB (val 0.464, test 0.111 = -0.074 and
+0.295 per subject): 3 training subjects are too few to generalise across subjects.
+Measured with ``python -m util.synthetic task2 --out D --subjects 3 --minutes 2
+--test-subjects 2 --snr-db S`` then ``python -m benchmarks.synthetic_calibration --data D``.
 
 Default size (8 training subjects x 8 min, 4 test subjects x 3.5 min; 23 min of
 speech) is meant to generate in about a minute on 2 CPU cores; the test size
