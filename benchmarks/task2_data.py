@@ -119,8 +119,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-naive", action="store_true", help="skip the naive full-np.load contrast rows")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where to write the temporary datasets (default: a fresh temp folder, removed after)")
-    parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--mode", default="lazy", choices=("lazy", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", type=Path, default=None,
+                        help="internal: measure one split_data folder in this process and print JSON")
+    parser.add_argument("--mode", default="lazy", choices=("lazy", "naive"),
+                        help="internal, with --child: lazy (kit loader) or naive (np.load everything)")
     args = parser.parse_args(argv)
     if args.child is not None:
         print(json.dumps(child(args.child, args.mode, args.max_windows, args.batch_size)))
