@@ -165,17 +165,28 @@ def test_vlaai_shares_extractor_and_context():
     assert count_parameters(shared) == count_parameters(model) - 3 * (4 * 64 + 64)
 
 
-def test_vlaai_is_causal_style():
-    """Left padding: output frame t depends on EEG frames <= t only, and the length is kept."""
+def test_vlaai_padding_direction():
+    """causal: output t depends on EEG <= t only; anticausal: on EEG >= t only. Length is kept."""
     torch.manual_seed(0)
-    model = VLAAI({"mel": 10}, filters=[8, 8, 8, 4, 4], kernels=4, context_kernel=4).eval()
     eeg = torch.randn(1, 60, 64)
     changed = eeg.clone()
-    changed[0, 40:] += 1.0
-    out, out_changed = model(eeg)["mel"], model(changed)["mel"]
-    assert out.shape == (1, 60, 10)
-    torch.testing.assert_close(out[0, :40], out_changed[0, :40])
-    assert not torch.allclose(out[0, 40:], out_changed[0, 40:])
+    changed[0, 40:] += 1.0  # change the future from frame 40 on
+    earlier = eeg.clone()
+    earlier[0, :20] += 1.0  # change the past up to frame 19
+    for padding in ("causal", "anticausal"):
+        model = VLAAI({"mel": 10}, filters=[8, 8, 8, 4, 4], kernels=4, context_kernel=4, padding=padding).eval()
+        out = model(eeg)["mel"]
+        assert out.shape == (1, 60, 10)
+        if padding == "causal":
+            out_changed = model(changed)["mel"]
+            torch.testing.assert_close(out[0, :40], out_changed[0, :40])
+            assert not torch.allclose(out[0, 40:], out_changed[0, 40:])
+        else:
+            out_changed = model(earlier)["mel"]
+            torch.testing.assert_close(out[0, 20:], out_changed[0, 20:])
+            assert not torch.allclose(out[0, :20], out_changed[0, :20])
+    with pytest.raises(ValueError, match="padding"):
+        VLAAI({"mel": 10}, padding="same")
 
 
 @pytest.mark.parametrize("time", [320, 1920, 333])

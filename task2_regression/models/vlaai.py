@@ -15,6 +15,9 @@ block (the published model creates it inside the block loop); set `share_dense: 
 to share it as well. The first block takes the EEG itself (adding the EEG to itself would
 only rescale it). Left ("causal-style") zero padding of kernel-1 frames keeps the length,
 so time_out == time. LayerNorm normalises over channels at each time step.
+`padding: anticausal` pads on the right instead (output t sees EEG t..t+k-1, the direction
+in which the EEG lags the stimulus, like the linear backward model); the default "causal" is
+the published model.
 
 The organisers' mel script built this model with 1 output for 10 bands; here the head has
 as many outputs as the target has bands (10 for mel), fixing that bug.
@@ -32,18 +35,29 @@ from torch.nn import functional as F
 from .linear import _as_dict
 
 
-class CausalConvNormAct(nn.Module):
-    """Left zero padding (kernel-1) + Conv1d + LayerNorm over channels + LeakyReLU; keeps the length."""
+PADDINGS = ("causal", "anticausal")
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, negative_slope: float = 0.01):
+
+class CausalConvNormAct(nn.Module):
+    """Zero padding (kernel-1) + Conv1d + LayerNorm over channels + LeakyReLU; keeps the length.
+
+    padding "causal" pads on the left (output t sees inputs t-k+1..t, as in VLAAI);
+    "anticausal" pads on the right (output t sees inputs t..t+k-1, the direction of the EEG lag).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, negative_slope: float = 0.01,
+                 padding: str = "causal"):
         super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         self.kernel_size = int(kernel_size)
+        self.pad = (self.kernel_size - 1, 0) if padding == "causal" else (0, self.kernel_size - 1)
         self.conv = nn.Conv1d(in_channels, out_channels, self.kernel_size)
         self.norm = nn.LayerNorm(out_channels)
         self.negative_slope = negative_slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, time, in) -> (batch, time, out)
-        x_cf = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # (batch, in, time + k - 1)
+        x_cf = F.pad(x.transpose(1, 2), self.pad)  # (batch, in, time + k - 1)
         y = self.conv(x_cf).transpose(1, 2)  # (batch, time, out)
         return F.leaky_relu(self.norm(y), self.negative_slope)
 
@@ -51,13 +65,13 @@ class CausalConvNormAct(nn.Module):
 class Extractor(nn.Module):
     """Stack of CausalConvNormAct layers (the shared VLAAI feature extractor)."""
 
-    def __init__(self, in_channels: int, filters: Sequence[int], kernels: Sequence[int]):
+    def __init__(self, in_channels: int, filters: Sequence[int], kernels: Sequence[int], padding: str = "causal"):
         super().__init__()
         if len(filters) != len(kernels):
             raise ValueError(f"filters ({len(filters)}) and kernels ({len(kernels)}) must have the same length")
         layers, channels = [], in_channels
         for n_filters, kernel in zip(filters, kernels):
-            layers.append(CausalConvNormAct(channels, int(n_filters), int(kernel)))
+            layers.append(CausalConvNormAct(channels, int(n_filters), int(kernel), padding=padding))
             channels = int(n_filters)
         self.layers = nn.Sequential(*layers)
         self.out_channels = channels
@@ -79,6 +93,7 @@ class VLAAI(nn.Module):
         context_filters: int | None = None,
         context_kernel: int = 64,
         share_dense: bool = False,
+        padding: str = "causal",
     ):
         super().__init__()
         self.targets = _as_dict(targets)
@@ -90,7 +105,7 @@ class VLAAI(nn.Module):
         context_filters = self.n_channels if context_filters is None else int(context_filters)
         if context_filters != self.n_channels:
             raise ValueError(f"context_filters must equal n_channels ({self.n_channels}) for the EEG skip")
-        self.extractor = Extractor(self.n_channels, list(filters), list(kernels))
+        self.extractor = Extractor(self.n_channels, list(filters), list(kernels), padding=padding)
         if share_dense:
             dense = nn.Linear(self.extractor.out_channels, self.n_channels)
             self.dense = nn.ModuleList([dense] * self.n_blocks)
@@ -98,7 +113,7 @@ class VLAAI(nn.Module):
             self.dense = nn.ModuleList(
                 [nn.Linear(self.extractor.out_channels, self.n_channels) for _ in range(self.n_blocks)]
             )
-        self.output_context = CausalConvNormAct(self.n_channels, context_filters, context_kernel)
+        self.output_context = CausalConvNormAct(self.n_channels, context_filters, context_kernel, padding=padding)
         self.heads = nn.ModuleDict({name: nn.Linear(context_filters, bands) for name, bands in self.targets.items()})
 
     def forward(self, eeg: torch.Tensor) -> dict[str, torch.Tensor]:
