@@ -32,8 +32,8 @@ real module in tests/test_cat_wavenet.py): 90,468,664 = 3 x ~4.76 M (128-channel
 figure is "about 94 M" (-3.8 %). The WaveNet stages follow the description exactly
 (weight norm adds one gain per output channel; the unused residual conv of each
 stage's last layer is omitted, -0.31 M; with it: 90,781,752). The gap is, as far as
-the description lets us tell, the published channel-axis attention whose projections act on 1920-sample
-feature vectors (one 1920 x 1920 projection alone is 3.7 M parameters); the
+the description lets us tell, the published channel-axis attention whose
+projections act on 1920-sample feature vectors (one 1920 x 1920 projection alone is 3.7 M parameters); the
 length-agnostic time-axis attention used here has 64 x 64 projections instead.
 """
 from __future__ import annotations
