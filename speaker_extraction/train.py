@@ -18,6 +18,15 @@
   optimiser + epoch + early-stopping state, atomic), ``config.yaml``,
   ``log.csv`` (epoch, train_loss, val_si_sdr, val_si_sdri, lr, seconds) and
   ``curves.png``; only rank 0 writes. ``--resume`` continues from ``last.pt``.
+- ``train.crop_s`` (0 = off): train on a random crop of that length from every
+  window (offsets seeded by ``[seed, epoch]``, identical on all ranks). The
+  model is length-agnostic; validation and evaluation keep the full windows.
+  Cross-attention is quadratic in frames, so 2-s crops make a step ~4x cheaper.
+- ``train.batch_size`` is the global batch: under torchrun each of the
+  ``world_size`` processes takes ``batch_size / world_size`` windows of every
+  step (it must divide) and DDP averages the gradients, so a run gives the same
+  weights on 1 or N processes.
+- ``train.threads`` (0 = torch default): intra-op threads of each process.
 - Quick-run knobs: ``train.max_steps_per_epoch`` and ``train.max_val_windows``
   (0 = all).
 
@@ -31,6 +40,7 @@ import copy
 import math
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
@@ -52,15 +62,19 @@ from util.training import CSVLogger, EarlyStopping, load_checkpoint, plot_curves
 TRAIN_DEFAULTS = {
     "epochs": 30, "lr": 1.0e-4, "betas": [0.9, 0.999], "batch_size": 16, "patience": 5, "grad_clip": 5.0,
     "seed": 0, "lr_decay_patience": 0, "max_steps_per_epoch": 0, "max_val_windows": 0, "num_workers": 0,
+    "crop_s": 0.0, "threads": 0,
 }
 
 
 def resolve_config(config: dict) -> dict:
     """Fill defaults: ``data`` from `speaker_extraction.data.DEFAULT_CONFIG`, ``train`` from TRAIN_DEFAULTS.
 
-    Accepts the shorthand ``data.split: trial`` (or ``loso``) for ``{protocol: ...}``
-    and ``data.eeg_band`` as an alias of ``data.band``. The batch size may sit in
-    ``train`` or ``data``.
+    One schema (the one of `speaker_extraction.data` and ``configs/data_default.yaml``):
+    ``data.band`` (not ``eeg_band``), ``data.split`` a mapping ``{protocol, val_trials,
+    test_trials, test_subject, seed}`` (keys left out take the defaults), and the
+    per-process batch size in ``train.batch_size``. Unknown ``data``/``train`` keys
+    are refused with a one-line EEGKitError, so a typo never silently falls back to
+    a default.
     """
     from speaker_extraction.data import DEFAULT_CONFIG as DATA_DEFAULTS
 
@@ -68,24 +82,61 @@ def resolve_config(config: dict) -> dict:
     if "model" not in config or not isinstance(config["model"], dict):
         raise EEGKitError("config: missing 'model' section")
     data_in = dict(config.get("data") or {})
-    if "eeg_band" in data_in:
-        data_in.setdefault("band", data_in.pop("eeg_band"))
+    unknown = sorted(set(data_in) - set(DATA_DEFAULTS))
+    if unknown:
+        hint = {"eeg_band": "use data.band", "batch_size": "use train.batch_size"}
+        raise EEGKitError("config: unknown data key(s) " + ", ".join(
+            f"{key!r}" + (f" ({hint[key]})" if key in hint else "") for key in unknown))
     split_in = data_in.pop("split", None)
+    if split_in is not None and not isinstance(split_in, dict):
+        raise EEGKitError(f"config: data.split must be a mapping such as {{protocol: trial}}; got {split_in!r}")
+    unknown = sorted(set(split_in or {}) - set(DATA_DEFAULTS["split"]))
+    if unknown:
+        raise EEGKitError(f"config: unknown data.split key(s) {', '.join(unknown)}")
     data = copy.deepcopy(DATA_DEFAULTS)
-    for key, value in data_in.items():
-        if key != "batch_size":
-            data[key] = value
-    if isinstance(split_in, str):
-        data["split"]["protocol"] = split_in
-    elif isinstance(split_in, dict):
-        data["split"].update(split_in)
-    elif split_in is not None:
-        raise EEGKitError(f"config: data.split must be 'trial', 'loso' or a mapping; got {split_in!r}")
-    train_cfg = {**TRAIN_DEFAULTS, **(config.get("train") or {})}
-    if "batch_size" not in (config.get("train") or {}) and "batch_size" in data_in:
-        train_cfg["batch_size"] = data_in["batch_size"]
-    config["data"], config["train"] = data, train_cfg
+    data.update(data_in)
+    data["split"].update(split_in or {})
+    train_in = dict(config.get("train") or {})
+    unknown = sorted(set(train_in) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise EEGKitError(f"config: unknown train key(s) {', '.join(unknown)}")
+    config["data"], config["train"] = data, {**TRAIN_DEFAULTS, **train_in}
     return config
+
+
+def crop_plan(dataset, crop_s: float, epoch: int, seed: int) -> tuple[int, int, np.ndarray] | None:
+    """Random training crops: ``(eeg_len, audio_len, eeg_offsets (n_windows,))`` or None when off.
+
+    Offsets are drawn for every window of the dataset from ``[seed, epoch]`` (the
+    same on every rank, so DDP sees exactly the crops of one process) on the grid
+    where EEG and audio samples coincide (2 EEG <-> 125 audio samples at 128 Hz / 8 kHz).
+    """
+    if crop_s <= 0:
+        return None
+    corpus = dataset.corpus
+    ratio = Fraction(int(corpus.fs_audio), int(corpus.fs_eeg))  # audio samples per EEG sample
+    step = ratio.denominator  # EEG samples per grid step
+    window_eeg = int(corpus.window_eeg)
+    crop_eeg = max(step, int(round(crop_s * corpus.fs_eeg / step)) * step)
+    if crop_eeg >= window_eeg:
+        return None
+    n_positions = (window_eeg - crop_eeg) // step + 1
+    offsets = np.random.default_rng([seed, epoch]).integers(0, n_positions, size=len(dataset)) * step
+    return crop_eeg, crop_eeg * ratio.numerator // ratio.denominator, offsets
+
+
+def apply_crop(batch: dict, plan, indices: Sequence[int], fs_ratio: Fraction) -> dict:
+    """Cut ``mixture``/``target`` (batch, samples) and ``eeg`` (batch, time, C) to the planned crops."""
+    if plan is None:
+        return batch
+    crop_eeg, crop_audio, offsets = plan
+    out = dict(batch)
+    starts = [int(offsets[i]) for i in indices]
+    out["eeg"] = torch.stack([batch["eeg"][k, s:s + crop_eeg] for k, s in enumerate(starts)])  # (batch, crop, C)
+    for key in ("mixture", "target"):
+        audio_starts = [s * fs_ratio.numerator // fs_ratio.denominator for s in starts]
+        out[key] = torch.stack([batch[key][k, a:a + crop_audio] for k, a in enumerate(audio_starts)])  # (batch, crop)
+    return out
 
 
 def _batches(dataset, indices: np.ndarray, batch_size: int, num_workers: int) -> DataLoader:
@@ -129,8 +180,15 @@ def train(config: dict, data_dir: str | Path, out_dir: str | Path, epochs: int |
     if epochs is not None:
         config["train"]["epochs"] = int(epochs)
     train_cfg = config["train"]
+    if int(train_cfg["threads"]) > 0:
+        torch.set_num_threads(int(train_cfg["threads"]))
     info = init_distributed(device)
     try:
+        global_batch = int(train_cfg["batch_size"])
+        if global_batch % info.world_size:
+            raise EEGKitError(f"config: train.batch_size {global_batch} is not divisible by world size "
+                              f"{info.world_size}")
+        batch_size = global_batch // info.world_size  # per process
         seed_everything(int(train_cfg["seed"]) + info.rank)
         corpus, datasets = build_datasets(data_dir, config["data"], progress=progress and info.is_main)
         model_cfg = config["model"]
@@ -168,7 +226,9 @@ def train(config: dict, data_dir: str | Path, out_dir: str | Path, epochs: int |
         if logger is not None:
             logger.truncate(start_epoch)
             save_config(config, out_dir / "config.yaml")
-        batch_size = int(train_cfg["batch_size"])
+        if info.is_main:
+            print(f"training on {info.device}, world size {info.world_size}, global batch {global_batch}, "
+                  f"{len(datasets['train'])} training windows", flush=True)
         max_steps = int(train_cfg["max_steps_per_epoch"])
         grad_clip = float(train_cfg["grad_clip"])
         epochs_run, stopped_early = 0, False
@@ -179,11 +239,15 @@ def train(config: dict, data_dir: str | Path, out_dir: str | Path, epochs: int |
                                     shuffle=True)
             if max_steps > 0:
                 indices = indices[: max_steps * batch_size]
+            plan = crop_plan(datasets["train"], float(train_cfg["crop_s"]), epoch, int(train_cfg["seed"]))
+            fs_ratio = Fraction(corpus.fs_audio, corpus.fs_eeg)
             loss_sum, steps = 0.0, 0
             bar = tqdm(_batches(datasets["train"], indices, batch_size, int(train_cfg["num_workers"])),
                        desc=f"epoch {epoch + 1}/{train_cfg['epochs']}", leave=False,
                        disable=not (progress and info.is_main))
-            for batch in bar:
+            for step_index, batch in enumerate(bar):
+                batch = apply_crop(batch, plan, indices[step_index * batch_size:(step_index + 1) * batch_size],
+                                   fs_ratio)
                 estimate = model(batch["mixture"].to(info.device), batch["eeg"].to(info.device))  # (batch, samples)
                 loss = neg_si_sdr_loss(estimate, batch["target"].to(info.device))
                 if not torch.isfinite(loss):

@@ -144,16 +144,22 @@ def test_paper_size_parameter_count():
 def test_configs_follow_the_run_schema_and_build(name):
     cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
     assert set(cfg) == {"model", "data", "train"}
-    for key in ("window_s", "hop_s", "eeg_band", "channels", "split", "include_repetitions", "batch_size"):
+    for key in ("window_s", "hop_s", "band", "channels", "split", "include_repetitions"):
         assert key in cfg["data"], key
-    for key in ("epochs", "lr", "patience", "grad_clip", "seed"):
+    assert cfg["data"]["split"]["protocol"] == "trial"
+    for key in ("epochs", "batch_size", "lr", "patience", "grad_clip", "seed"):
         assert key in cfg["train"], key
+    from speaker_extraction.train import resolve_config
+
+    resolved = resolve_config(cfg)  # the one schema of speaker_extraction.data / train.py: no aliases
+    assert resolved["data"]["band"] == cfg["data"]["band"] and resolved["data"]["split"]["val_trials"] == 1
     model = build_model(cfg["model"])
     if name.startswith("ablation_adc"):
         assert len(model.eeg_encoder.blocks) == int(name[-1])
         small = yaml.safe_load((CONFIG_DIR / "neurospex_small.yaml").read_text())
         assert {k: v for k, v in cfg["model"].items() if k != "adc_blocks"} == \
             {k: v for k, v in small["model"].items() if k != "adc_blocks"}
+        assert cfg["data"] == small["data"] and cfg["train"] == small["train"]
 
 
 def test_bad_configs_are_rejected():

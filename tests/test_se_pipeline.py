@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = {
     "model": {"type": "neurospex", "N": 16, "L": 32, "B": 16, "H": 32, "P": 3, "X": 2, "R": 1, "eeg_channels": 64,
               "eeg_dim": 16, "adc_blocks": 1, "eeg_heads": 1, "attn_heads": 2},
-    "data": {"window_s": 1.0, "hop_s": 1.0, "split": "trial", "batch_size": 4},
-    "train": {"epochs": 1, "lr": 1.0e-3, "patience": 3, "grad_clip": 5.0, "seed": 0,
+    "data": {"window_s": 1.0, "hop_s": 1.0, "split": {"protocol": "trial"}},
+    "train": {"epochs": 1, "batch_size": 4, "lr": 1.0e-3, "patience": 3, "grad_clip": 5.0, "seed": 0,
               "max_steps_per_epoch": 2, "max_val_windows": 4},
 }
 
