@@ -37,8 +37,8 @@ from tqdm import tqdm
 
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
+from util.features import BANDS
 
-BANDS = {"envelope": 1, "mel": 10, "mel80": 80, "mag": 257}
 CHECKPOINTS = ("best", "last", "averaged")
 
 
@@ -61,6 +61,8 @@ def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, 
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise EEGKitError(f"{path}: weights do not fit the model in its config ({str(error).splitlines()[0]})") from None
+    if hasattr(model, "fold_weight_norm"):  # inference only: bake weight norm in (after loading the state)
+        model.fold_weight_norm()
     model.eval()
     return model, cfg
 
