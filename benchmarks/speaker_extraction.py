@@ -12,6 +12,13 @@ for the cores and the wall-clock figures are pessimistic.
     python -m benchmarks.speaker_extraction                 # paper + small configs
     python -m benchmarks.speaker_extraction --quick         # fewer repeats
     python -m benchmarks.speaker_extraction --params-only   # parameter table only
+    python -m benchmarks.speaker_extraction --train-speed   # small config: before/after training cost
+
+``--train-speed`` measures, side by side in one run and in the same way
+(1 thread, one optimizer step of the config's global batch), the training cost
+per window of the small model as it was first committed (``small_before``:
+L=32, full 4-s windows) and of ``neurospex_small.yaml`` now (L=64, trained on
+``train.crop_s`` crops), and prints the ratio.
 """
 from __future__ import annotations
 
@@ -38,10 +45,17 @@ def resolve_config(name: str) -> Path:
     return CONFIG_DIR / f"{name}.yaml"
 
 
+# neurospex_small.yaml as first committed (3714bfe..0edc223): 4-s training windows, batch 8
+SMALL_BEFORE = {"type": "neurospex", "N": 64, "L": 32, "B": 64, "H": 128, "P": 3, "X": 3, "R": 2, "eeg_channels": 64,
+                "eeg_dim": 64, "adc_blocks": 2, "eeg_heads": 1, "attn_heads": 2, "adc_kernel": 9}
+
+
 def load_model_config(name: str) -> dict:
     from util.config import load_config
     from util.errors import EEGKitError
 
+    if name == "small_before":
+        return dict(SMALL_BEFORE)
     config = load_config(resolve_config(name))
     if not isinstance(config.get("model"), dict):
         raise EEGKitError(f"{resolve_config(name)}: no 'model:' section")
@@ -137,6 +151,35 @@ def parameter_table(configs: Sequence[str]) -> list[str]:
     return lines
 
 
+def train_speed(args: argparse.Namespace) -> int:
+    """Training seconds per 4-s window of data: small config before vs after, same machine, same run."""
+    from util.config import load_config
+
+    small = load_config(CONFIG_DIR / "neurospex_small.yaml")
+    crop_s = float(small["train"].get("crop_s", 0.0)) or 4.0
+    cases = [("small_before", 4.0, 8), ("neurospex_small", crop_s, int(small["train"]["batch_size"]))]
+    rows = []
+    for _ in range(max(1, args.rounds)):  # interleaved rounds: both see the same machine load
+        for name, window_s, batch in cases:
+            worker_args = argparse.Namespace(**{**vars(args), "window_s": window_s, "train_batch": batch})
+            row = run_worker(name, "train", 1, worker_args)
+            row.update(window_s=window_s, batch=batch, s_per_window=row["step_s"] / batch)
+            rows.append(row)
+    print(f"training step cost, 1 thread, {args.train_steps} timed steps x {max(1, args.rounds)} rounds")
+    print(f"{'config':<18}{'train window s':>15}{'batch':>7}{'step s':>9}{'s/window':>10}{'cpu/wall':>9}")
+    for row in rows:
+        print(f"{row['config']:<18}{row['window_s']:>15g}{row['batch']:>7}{row['step_s']:>9.3f}"
+              f"{row['s_per_window']:>10.3f}{row['cpu_s'] / row['step_s']:>9.2f}")
+    best = {name: min(r["s_per_window"] for r in rows if r["config"] == name) for name, _, _ in cases}
+    print(f"speed-up per training window (best of rounds): {best['small_before'] / best['neurospex_small']:.1f}x "
+          f"({best['small_before']:.3f} -> {best['neurospex_small']:.3f} s)")
+    if args.json_out is not None:
+        from util.atomic import atomic_write_json
+
+        atomic_write_json(args.json_out, {"train_speed": rows, "best_s_per_window": best})
+    return 0
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -150,8 +193,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed inference runs (median reported)")
     parser.add_argument("--train-batch", type=int, default=4, help="4-s windows per training batch")
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps (after 1 warm-up)")
+    parser.add_argument("--rounds", type=int, default=2, help="--train-speed: interleaved rounds per config")
     parser.add_argument("--window-s", type=float, default=4.0, help="window length in seconds")
     parser.add_argument("--no-train", action="store_true", help="skip the training measurement")
+    parser.add_argument("--train-speed", action="store_true",
+                        help="compare the small config's training cost before/after the speed work (1 thread)")
     parser.add_argument("--params-only", action="store_true", help="print the parameter table and exit")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all figures to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -170,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for name in args.configs:
         load_model_config(name)  # fail early with a one-line error on a bad config
+    if args.train_speed:
+        return train_speed(args)
     print("\n".join(parameter_table(args.configs)))
     if args.params_only:
         return 0
