@@ -248,3 +248,29 @@ def test_file_mode_hand_made_cases_and_pesq_failure(tmp_path, capsys):
                        "--mixtures", str(folders["mix"]), "--out", str(bad_out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and len(err) == 1 and "lengths differ" in err[0] and not bad_out.exists()
+
+
+def test_training_crops_are_aligned_seeded_and_off_when_too_long():
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from speaker_extraction.train import apply_crop, crop_plan
+
+    corpus = SimpleNamespace(fs_eeg=128, fs_audio=8000, window_eeg=512)
+    dataset = type("Windows", (), {"corpus": corpus, "__len__": lambda self: 6})()
+    plan = crop_plan(dataset, 2.0, epoch=3, seed=7)
+    crop_eeg, crop_audio, offsets = plan
+    assert (crop_eeg, crop_audio, offsets.shape) == (256, 16000, (6,))
+    assert np.all(offsets % 2 == 0) and np.all((offsets >= 0) & (offsets <= 512 - 256))
+    np.testing.assert_array_equal(crop_plan(dataset, 2.0, epoch=3, seed=7)[2], offsets)  # seeded
+    assert any(not np.array_equal(crop_plan(dataset, 2.0, epoch=e, seed=7)[2], offsets) for e in range(4, 8))
+    assert crop_plan(dataset, 0.0, 0, 0) is None and crop_plan(dataset, 4.0, 0, 0) is None
+    # a ramp in samples: the audio crop starts exactly at 62.5 x the EEG start
+    batch = {"eeg": torch.arange(512.0).repeat(2, 1).unsqueeze(-1).repeat(1, 1, 3),  # (2, 512, 3)
+             "mixture": torch.arange(32000.0).repeat(2, 1), "target": -torch.arange(32000.0).repeat(2, 1)}
+    cropped = apply_crop(batch, plan, [4, 1], Fraction(8000, 128))
+    for k, index in enumerate([4, 1]):
+        start = int(offsets[index])
+        assert cropped["eeg"].shape == (2, 256, 3) and float(cropped["eeg"][k, 0, 0]) == start
+        assert cropped["mixture"].shape == (2, 16000) and float(cropped["mixture"][k, 0]) == start * 62.5
+        assert float(cropped["target"][k, -1]) == -(start * 62.5 + 15999)
