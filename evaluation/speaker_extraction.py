@@ -129,7 +129,7 @@ def shuffled_sources(keys: list[tuple], n_windows: int | None = None, seed: int 
 
 def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shuffle_eeg: bool = False,
                  batch_size: int = 8, max_windows: int = 0, seed: int = 0, progress: bool = True,
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", threads: int | None = None) -> dict:
     """Run the model of RUN on the split's windows and score every window (see module docstring)."""
     import torch
 
@@ -140,6 +140,10 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shu
     checkpoint = resolve_checkpoint(run)
     model, config = load_run(checkpoint, device=device)
     config = resolve_config(config)
+    if threads is None:
+        threads = int(config["train"].get("threads", 0))  # the run's own setting
+    if threads > 0:
+        torch.set_num_threads(threads)
     if not Path(data_dir).is_dir():
         raise EEGKitError(f"{data_dir}: dataset folder not found")
     corpus, datasets = build_datasets(data_dir, config["data"], progress=progress)
@@ -285,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="model mode: windows per model call (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the EEG shuffle (default 0)")
     parser.add_argument("--device", default="cpu", help="model mode: torch device (default cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="model mode: torch intra-op threads (default: the run's train.threads, else torch's)")
     parser.add_argument("--estimates", help="file mode: folder of estimate wavs")
     parser.add_argument("--references", help="file mode: folder of reference (target talker) wavs, same names")
     parser.add_argument("--mixtures", help="file mode: folder of mixture wavs, same names")
@@ -307,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.run or not args.data:
             raise EEGKitError("arguments: model mode needs --run and --data (or use file mode --estimates ...)")
         report = evaluate_run(args.run, args.data, args.split, args.shuffle_eeg, args.batch_size, args.max_windows,
-                              args.seed, progress=not args.no_progress, device=args.device)
+                              args.seed, progress=not args.no_progress, device=args.device, threads=args.threads)
     if args.plot:
         plot_report(report, args.plot)
     atomic_write_json(args.out, report, indent=1)
