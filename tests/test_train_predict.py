@@ -116,29 +116,32 @@ def _direct_score(run: Path, test_dir: Path, labels_dir: Path) -> float:
     return float(np.mean(subject_scores))
 
 
-def test_predict_submit_score_matches_direct_score(linear_run, task2_dataset, tmp_path):
+def test_predict_submit_score_matches_direct_score(linear_run, task2_dataset, tmp_path, capsys):
+    import submit
+    from evaluation import task2 as evaluation_task2
+
     test_dir = task2_dataset / "test_set" / "TASK2_regression"
     labels_dir = task2_dataset / "test_set" / "labels"
     pred_dir = tmp_path / "pred"
-    env_cmd = dict(cwd=REPO, capture_output=True, text=True, timeout=120)
+    # the predict script as a user runs it (a subprocess); submit and scoring through their CLI mains in-process
     result = subprocess.run([sys.executable, "task2_regression/predict.py", "--run", str(linear_run),
-                             "--test-set", str(test_dir), "--out", str(pred_dir)], **env_cmd)
+                             "--test-set", str(test_dir), "--out", str(pred_dir)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     files = sorted(p.name for p in pred_dir.glob("*.json"))
     assert files == sorted(p.name.split("_")[0] + ".json" for p in test_dir.glob("sub-*_mapping.json"))
     first = json.loads((pred_dir / files[0]).read_text())
     assert all(np.asarray(v).shape == (1920, 10) for v in first.values())
 
-    result = subprocess.run([sys.executable, "submit.py", "--task", "2", "--predictions", str(pred_dir),
-                             "--test-set", str(test_dir), "--group", "eegkit", "--out", str(tmp_path / "zip")],
-                            **env_cmd)
-    assert result.returncode == 0, result.stderr
+    code, err = _run_cli(submit.main, ["--task", "2", "--predictions", str(pred_dir), "--test-set", str(test_dir),
+                                       "--group", "eegkit", "--out", str(tmp_path / "zip")], capsys)
+    assert code == 0, err
     zips = list((tmp_path / "zip").glob("task_2_group_eegkit_submission_1.zip"))
     assert len(zips) == 1
     report_path = tmp_path / "report.json"
-    result = subprocess.run([sys.executable, "-m", "evaluation.task2", "--predictions", str(zips[0]),
-                             "--labels", str(labels_dir), "--out", str(report_path)], **env_cmd)
-    assert result.returncode == 0, result.stderr
+    code, err = _run_cli(evaluation_task2.main, ["--predictions", str(zips[0]), "--labels", str(labels_dir),
+                                                 "--out", str(report_path)], capsys)
+    assert code == 0, err
     report = json.loads(report_path.read_text())
     assert report["n_missing"] == 0
     assert report["score"] == pytest.approx(_direct_score(linear_run, test_dir, labels_dir), abs=1e-6)
@@ -232,3 +235,28 @@ def test_cat_wavenet_without_audio_trains_envelope_and_mel(task2_dataset, tmp_pa
     assert state["config"]["targets"] == ["envelope", "mel"]
     header = (tmp_path / "cat" / "log.csv").read_text().splitlines()[0].split(",")
     assert "loss_np_envelope" in header and "loss_np_mel" in header and "loss_np_mel80" not in header
+
+
+def test_paper_tables_quick_pipeline(task2_dataset, tmp_path, capsys):
+    """--quick on two rows: tables, plot, results and the exact command are written; control present."""
+    from task2_regression.experiments import paper_tables
+
+    out = tmp_path / "tables"
+    argv = ["--data", str(task2_dataset), "--out", str(out), "--quick", "--rows", "linear,proposed",
+            "--cache-dir", str(tmp_path / "cache")]
+    code, err = _run_cli(paper_tables.main, argv, capsys)
+    assert code == 0, err
+    for name in ("tables.md", "scores.png", "results.json", "COMMAND.txt"):
+        assert (out / name).is_file(), name
+    command = (out / "COMMAND.txt").read_text().strip()
+    assert command.startswith("python task2_regression/experiments/paper_tables.py --data ") and "--quick" in command
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["rows"]) == ["linear", "proposed"]
+    proposed = results["rows"]["proposed"]
+    assert proposed["targets"] == ["envelope", "mel", "mel80", "mag"]  # stimulus audio present: all four stages
+    assert -1.0 < proposed["shuffled_control"]["score"] < 1.0
+    for entry in results["rows"].values():
+        assert len(entry["heldout"]["per_band"]) == 10 and np.isfinite(entry["heldout"]["score"])
+    tables = (out / "tables.md").read_text()
+    assert "## Table 1" in tables and "## Control" in tables and "--quick run" in tables
+    assert any((tmp_path / "cache").rglob("*")), "mel80/mag targets were not cached in --cache-dir"
