@@ -157,7 +157,7 @@ def preprocess_eeg(eeg: np.ndarray, config: dict, eeg_fs: int = EEG_FS) -> np.nd
     from speaker_extraction.kul_format import BIOSEMI64
 
     data_cfg = config.get("data", {})
-    band = data_cfg.get("band", data_cfg.get("eeg_band", [1.0, 32.0]))
+    band = data_cfg.get("band", [1.0, 32.0])  # checkpoints store the resolved config (data.band)
     eeg = bandpass_eeg(eeg, eeg_fs, band, int(data_cfg.get("filter_order", 4)))  # (time, 64)
     if data_cfg.get("normalize", "trial") == "trial":
         eeg = zscore_per_channel(eeg)
