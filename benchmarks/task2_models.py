@@ -13,12 +13,14 @@ subprocess (so peak memory is that config's alone):
   GFLOP/s        FLOPs counted with torch.utils.flop_counter.FlopCounterMode
                  (matmul/conv/attention only) divided by the measured time, and as a
                  percentage of this CPU's float32 matmul peak (timed first).
-Then the CAT-WaveNet ablation (variants timed interleaved for `--rounds` rounds,
-fastest kept) (`--ablation-config`, default cat_wavenet_small):
+Then the CAT-WaveNet ablation (variants timed interleaved for `--rounds` rounds in a
+rotating order; median time, speed-up = plain median / variant median, with the 25-75 %
+range of the per-round ratios as the spread) (`--ablation-config`, default cat_wavenet_small):
 plain reference path vs each optimisation, all in one process, as speed-up ratios
 over plain: fused gate, SDPA attention, folded weight norm (inference only), all
-three, chunked attention, and with `--compile` / `--bf16` torch.compile and bf16
-autocast on top of the fast path.
+three, chunked attention, and with `--compile` / `--bf16` torch.compile (mode='default',
+dynamic=False; its warm-up limited to `--compile-timeout` s, otherwise reported as not
+measured) and bf16 autocast on top of the fast path.
 
 Example: python -m benchmarks.task2_models --quick --threads 2
 """
@@ -32,15 +34,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
+from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 CONFIG_DIR = REPO / "task2_regression" / "configs"
-BANDS = {"envelope": 1, "mel": 10, "mel80": 80, "mag": 257}
 DEFAULT_CONFIGS = ["linear", "vlaai", "vlaai_small", "dprnn_small", "cat_wavenet_small", "cat_wavenet"]
 FS = 64
 
@@ -70,6 +73,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
 def build(name: str, overrides: dict | None = None):
     """Model of config `name` with all its targets; returns (model, config)."""
     from task2_regression.models import build_model
+    from util.features import BANDS
 
     cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
     targets = cfg.get("targets") or [cfg["target"]]
@@ -169,11 +173,11 @@ def ablation(name: str, args) -> list[dict]:
         ("fast (gate+SDPA+fold)", dict(fused_gate=True, attention_impl="sdpa", attention_chunk=None), True),
         (f"fast + chunk {chunk}", dict(fused_gate=True, attention_impl="sdpa", attention_chunk=chunk), True),
     ]
-    extra = []
+    extra = []  # on top of the path the config trains with (fast + its attention chunk)
     if args.bf16:
-        extra.append(("fast + bf16 autocast", "bf16"))
+        extra.append((f"fast + chunk {chunk} + bf16", "bf16"))
     if args.compile:
-        extra.append(("fast + torch.compile", "compile"))
+        extra.append((f"fast + chunk {chunk} + compile", "compile"))
     rows = []
 
     def fresh(speed: dict, bf16: bool = False, compile_model: bool = False):
@@ -183,39 +187,91 @@ def ablation(name: str, args) -> list[dict]:
         model.bf16 = bf16
         return model
 
-    fast_speed = dict(fused_gate=True, attention_impl="sdpa", attention_chunk=None)
+    fast_speed = dict(fused_gate=True, attention_impl="sdpa", attention_chunk=chunk)
     specs = [(label, speed, fold, {}) for label, speed, fold in variants]
     for label, kind in extra:
         specs.append((label, fast_speed, True, {"bf16": kind == "bf16", "compile_model": kind == "compile"}))
     # One training model and one (eval, maybe folded) inference model per variant.
-    runners = []
+    runners, skipped = [], []
     for label, speed, fold, options in specs:
+        compile_model = options.pop("compile_model", False)
         train_model, infer_model = fresh(speed, **options), fresh(speed, **options)
         infer_model.eval()
         if fold:  # folding only matters at inference; training keeps weight norm
             infer_model.fold_weight_norm()
-        if options.get("compile_model"):
-            train_model, infer_model = torch.compile(train_model), torch.compile(infer_model)
+        if compile_model:
+            train_model = torch.compile(train_model, mode="default", dynamic=False)
+            infer_model = torch.compile(infer_model, mode="default", dynamic=False)
         train_fn = _train_step_fn(train_model, args.train_batch, train_samples)
         infer_fn = _infer_fn(infer_model, args.infer_batch, 30 * FS)
-        train_fn(), infer_fn()  # warm-up (and compilation)
+        if compile_model:
+            warm, why = _warm_up_with_limit((train_fn, infer_fn), args.compile_timeout)
+            if warm is None:
+                skipped.append({"variant": label, "error": f"not measured: {why}"})
+                continue
+            print(f"  {label}: compile warm-up {warm:.0f} s", file=sys.stderr, flush=True)
+        else:
+            train_fn(), infer_fn()  # warm-up
         runners.append((label, train_fn, infer_fn))
-    # Interleave the variants round by round and keep each one's fastest time, so
-    # load from other processes on this shared machine hits all variants alike.
-    best = {label: [float("inf"), float("inf")] for label, _, _ in runners}
-    for _ in range(args.rounds):
-        for label, train_fn, infer_fn in runners:
+    # Interleave the variants round by round (the order rotates every round) so load from other
+    # processes on this shared machine hits all variants alike; report median and spread.
+    times = {label: ([], []) for label, _, _ in runners}
+    for round_index in tqdm(range(args.rounds), desc="ablation rounds", file=sys.stderr):
+        shift = round_index % len(runners)
+        for label, train_fn, infer_fn in runners[shift:] + runners[:shift]:
             for slot, fn in enumerate((train_fn, infer_fn)):
                 start = time.perf_counter()
                 fn()
-                best[label][slot] = min(best[label][slot], time.perf_counter() - start)
-    rows = [{"variant": label, "train_s": best[label][0], "infer_s": best[label][1]}
-            for label, _, _ in runners]
+                times[label][slot].append(time.perf_counter() - start)
+    rows = []
+    for label, _, _ in runners:
+        train_t, infer_t = (np.asarray(v) for v in times[label])
+        rows.append({"variant": label, "train_s": float(np.median(train_t)), "infer_s": float(np.median(infer_t)),
+                     "train_times": train_t.tolist(), "infer_times": infer_t.tolist()})
     plain = rows[0]
+    plain_train, plain_infer = np.asarray(plain["train_times"]), np.asarray(plain["infer_times"])
     for row in rows:
         row["train_speedup"] = plain["train_s"] / row["train_s"]
         row["infer_speedup"] = plain["infer_s"] / row["infer_s"]
-    return rows
+        # spread: the 25-75 % range of the per-round ratios (same round, plain time / variant time)
+        for kind, ref in (("train", plain_train), ("infer", plain_infer)):
+            ratios = ref / np.asarray(row[f"{kind}_times"])
+            row[f"{kind}_ratio_iqr"] = [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]
+            spread = np.asarray(row[f"{kind}_times"])
+            row[f"{kind}_cv"] = float(spread.std() / spread.mean())
+    return rows + skipped
+
+
+def _warm_up_with_limit(fns, limit_s: float) -> tuple[float | None, str]:
+    """Call each fn once (torch.compile compiles here) under a wall-clock limit.
+
+    Returns (seconds, "") on success, (None, why) on a timeout or a compile error.
+    """
+    import signal
+
+    class _Timeout(Exception):
+        pass
+
+    fired = []
+
+    def on_alarm(signum, frame):
+        fired.append(True)
+        raise _Timeout()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, max(float(limit_s), 1e-3))
+    start = time.perf_counter()
+    try:
+        for fn in fns:
+            fn()
+        return time.perf_counter() - start, ""
+    except Exception as error:  # dynamo re-wraps the alarm's exception, so look at the flag
+        if fired:
+            return None, f"torch.compile warm-up (train + infer) did not finish within --compile-timeout {limit_s:g} s"
+        return None, f"torch.compile failed: {type(error).__name__}: {str(error).strip().splitlines()[0][:120]}"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _print_table(results: list[dict], peak: float) -> None:
@@ -249,9 +305,13 @@ def main(argv=None) -> None:
     parser.add_argument("--infer-batch", type=int, default=4, help="inference batch (30-s segments); 1 for paper size")
     parser.add_argument("--ablation-config", default="cat_wavenet_small",
                         help="CAT-WaveNet config for the optimisation ablation ('none' to skip)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="ablation: interleaved timing rounds (fastest of them is kept)")
-    parser.add_argument("--compile", action="store_true", help="add a torch.compile row to the ablation")
+    parser.add_argument("--rounds", type=int, default=9,
+                        help="ablation: interleaved timing rounds (rotating order); the median is reported with "
+                             "the 25-75 %% range of the per-round ratios against plain")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a torch.compile row (mode='default', dynamic=False) to the ablation")
+    parser.add_argument("--compile-timeout", type=float, default=300.0,
+                        help="seconds allowed for the torch.compile warm-up; longer = reported as not measured")
     parser.add_argument("--bf16", action="store_true", help="add a bf16-autocast row to the ablation")
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -289,10 +349,18 @@ def main(argv=None) -> None:
         print(f"\nCAT-WaveNet optimisation ablation ({args.ablation_config}; train batch {args.train_batch} "
               f"windows, infer batch {args.infer_batch} x 30 s; speed-up = plain time / variant time)")
         rows = ablation(args.ablation_config, args)
-        print(f"{'variant':26s} {'train s/step':>12s} {'train x':>8s} {'infer s/batch':>13s} {'infer x':>8s}")
+        print(f"{args.rounds} interleaved rounds; medians; 'IQR' = 25-75 % range of the per-round ratios; "
+              f"'cv' = std/mean of the variant's own times")
+        print(f"{'variant':26s} {'train s/step':>12s} {'train x':>8s} {'train IQR':>12s} {'cv':>5s} "
+              f"{'infer s/batch':>13s} {'infer x':>8s} {'infer IQR':>12s} {'cv':>5s}")
         for row in rows:
+            if "error" in row:
+                print(f"{row['variant']:26s} {row['error']}")
+                continue
             print(f"{row['variant']:26s} {row['train_s']:>12.3f} {row['train_speedup']:>8.2f} "
-                  f"{row['infer_s']:>13.3f} {row['infer_speedup']:>8.2f}")
+                  f"{'%.2f-%.2f' % tuple(row['train_ratio_iqr']):>12s} {row['train_cv']:>5.2f} "
+                  f"{row['infer_s']:>13.3f} {row['infer_speedup']:>8.2f} "
+                  f"{'%.2f-%.2f' % tuple(row['infer_ratio_iqr']):>12s} {row['infer_cv']:>5.2f}")
     if args.json:
         from util.atomic import atomic_write_json
 
