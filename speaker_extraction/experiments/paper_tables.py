@@ -124,6 +124,18 @@ def write_tables(results: dict, path: Path, quick: bool) -> str:
         lines.append(f"| {row['adc_blocks']} | {row['parameters']:,} | {_fmt(model['si_sdr'], 2)} | "
                      f"{_fmt(model['si_sdri'], 2)} +- {_fmt(model['si_sdri_std'], 2)} | {_fmt(model['pesq'], 3)} | "
                      f"{_fmt(model['stoi'], 3)} | {row['train_seconds']} |")
+    means = [(row["model"]["si_sdri"], row["adc_blocks"]) for row in ablation if row["model"]["si_sdri"] is not None]
+    if means:
+        best_value, best_depth = max(means)
+        spread = best_value - min(value for value, _ in means)
+        stds = [row["model"]["si_sdri_std"] for row in ablation if row["model"]["si_sdri_std"] is not None]
+        typical_std = sum(stds) / len(stds) if stds else float("nan")
+        verdict = ("matches the paper (6 best)" if best_depth == 6 else "differs from the paper (6 best)")
+        resolved = ("smaller than" if spread < typical_std else "larger than")
+        lines += ["", f"Ordering: our best depth is {best_depth} AdC block(s), which {verdict}; the spread of the "
+                  f"means ({spread:.2f} dB) is {resolved} the typical per-window std ({typical_std:.2f} dB), "
+                  "so" + (" this budget does not resolve the ordering." if spread < typical_std
+                          else " the ordering is reported as measured.")]
     text = "\n".join(lines) + "\n"
     atomic_write_text(path, text)
     return text
