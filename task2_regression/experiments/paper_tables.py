@@ -19,8 +19,9 @@ validator (the exact challenge format), and scored against DATASET/test_set/labe
 score (`evaluation.task2_within_subject`, split_data test split) is given as an extra column.
 
 Configs are the *_small.yaml versions (and this task's ablation configs) so that the whole table
-trains in roughly 30-40 minutes on 2 CPU cores on the default synthetic dataset
-(`python -m util.synthetic task2 --out DATASET`). `--quick` shrinks every model and trains one
+trains on one thread of a shared 2-core CPU: on the default synthetic dataset
+(`python -m util.synthetic task2 --out DATASET`) the committed results/task2 run took 1437 s.
+`--quick` shrinks every model and trains one
 epoch: it proves the pipeline, its numbers mean nothing (the tables say so).
 
 Outputs in --out: tables.md, scores.png (ours vs the paper), results.json (every report),
@@ -175,7 +176,7 @@ def _fmt(value: float | None, std: float | None = None) -> str:
 
 def markdown(results: dict, command: str, quick: bool, segment_s: float) -> str:
     head = ("| system | paper | paper note | ours: held-out test subjects | ours: within-subject "
-            f"({segment_s:g}-s segments) | val (model selection) | params | epochs | train s |\n"
+            f"({segment_s:g}-s segments) | val (model selection) | params (inference: weight norm folded) | epochs | train s |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
     def line(key: str) -> str:
