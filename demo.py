@@ -79,14 +79,35 @@ def task2(args: argparse.Namespace) -> None:
              "--segment-s", str(WITHIN_SEGMENT_S), "--out", str(within)])
         held_out, within_report = json.loads(report.read_text()), json.loads(within.read_text())
         rows.append((name, held_out, within_report, zip_path))
+    oracle, shuffled = _label_controls(labels, seed=args.seed)
     summary_png = out / "reports" / "summary.png"
     _task2_summary_plot(rows, summary_png)
     print("\nTask 2 on synthetic data (mean Pearson r over mel bands; official rule)")
     print(f"{'model':<14}{'held-out subjects':>20}{'std':>8}{f'within-subject ({WITHIN_SEGMENT_S:g}-s)':>22}")
     for name, held_out, within_report, _ in rows:
-        print(f"{name:<14}{held_out['score']:>20.4f}{held_out['std']:>8.4f}{within_report['score']:>22.4f}")
+        print(f"{name:<14}{held_out['score']:>20.4f}{held_out['std_over_subjects']:>8.4f}{within_report['score']:>22.4f}")
+    print(f"{'labels':<14}{oracle['score']:>20.4f}{oracle['std_over_subjects']:>8.4f}{'(must be 1)':>22}")
+    print(f"{'shuffled':<14}{shuffled['score']:>20.4f}{shuffled['std_over_subjects']:>8.4f}{'(other segments)':>22}")
     print("\nsubmissions: " + ", ".join(str(r[3]) for r in rows))
     print(f"PNG report: {summary_png}")
+
+
+def _label_controls(labels_dir: Path, seed: int):
+    """Score the held-out labels themselves (must give 1.0) and the labels with segment ids
+    shuffled within each subject (a predictor unrelated to the EEG: about 0)."""
+    import numpy as np
+
+    from evaluation.task2 import load_labels, score
+
+    labels = load_labels(labels_dir)
+    exact = {sid: mel for subject in labels.values() for sid, mel in subject.items()}
+    rng = np.random.default_rng(seed)
+    shuffled = {}
+    for subject in labels.values():
+        ids = sorted(subject)
+        for sid, other in zip(ids, np.roll(ids, 1 + int(rng.integers(max(len(ids) - 1, 1))))):
+            shuffled[sid] = subject[other]
+    return score(exact, labels), score(shuffled, labels)
 
 
 def _task2_summary_plot(rows, png: Path) -> None:
