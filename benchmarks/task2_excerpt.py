@@ -7,7 +7,7 @@ length) the first half is used for training and the second half for testing:
 (a) ``task2_regression.models.linear.RidgeDecoder`` (closed form, lags 0-400 ms =
     26 taps); alpha chosen on the last 20 % of the training half, then refitted
     on the whole training half;
-(b) optionally a small VLAAI (``task2_regression.models.vlaai``) trained for 300
+(b) optionally a small VLAAI (``task2_regression.models.vlaai``, anticausal padding) trained for 150
     Adam steps with the negative Pearson loss on 5-s windows (``--vlaai-steps``).
 
 Z-scoring uses the training half's statistics only. Printed per subject: r on
@@ -15,7 +15,7 @@ the test half and a circular-shift null (r of the same prediction with the
 envelope circularly shifted by random offsets of at least 2 s): mean and 95th
 percentile. The excerpt README says ridge gives r ~0.2-0.25 and the null ~0.
 
-Usage: ``python -m benchmarks.task2_excerpt [--data DIR] [--vlaai-steps 300]``
+Usage: ``python -m benchmarks.task2_excerpt [--data DIR] [--vlaai-steps 150]``
 """
 from __future__ import annotations
 
@@ -108,8 +108,12 @@ def ridge_fit_predict(eeg_train, env_train, eeg_test, env_test, alphas=(1e-2, 1e
     return prediction.astype(np.float64), env_test[: len(prediction)], best_alpha
 
 
-def vlaai_fit_predict(eeg_train, env_train, eeg_test, steps: int = 300, seed: int = 0) -> np.ndarray:
-    """A small VLAAI (2 blocks, filters 32/32, kernel 8) trained for ``steps`` Adam steps on random 5-s windows (negative Pearson)."""
+def vlaai_fit_predict(eeg_train, env_train, eeg_test, steps: int = 150, seed: int = 0) -> np.ndarray:
+    """A small VLAAI (2 blocks, filters 32/32, kernel 8) trained for ``steps`` Adam steps on random 5-s windows (negative Pearson).
+
+    Anticausal padding (output t sees EEG t..t+k-1, the direction in which EEG lags the
+    stimulus): with the published causal padding this model stayed within the null here.
+    """
     import torch
 
     from task2_regression.models.vlaai import VLAAI
@@ -117,7 +121,8 @@ def vlaai_fit_predict(eeg_train, env_train, eeg_test, steps: int = 300, seed: in
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = VLAAI({"envelope": 1}, n_blocks=2, filters=(32, 32), kernels=8, context_kernel=8)  # ~1 min on CPU
+    model = VLAAI({"envelope": 1}, n_blocks=2, filters=(32, 32), kernels=8, context_kernel=8,
+                  padding="anticausal")  # ~1 min on CPU
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     eeg_t = torch.from_numpy(eeg_train).float()
     env_t = torch.from_numpy(env_train).float()
@@ -141,8 +146,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DIR,
                         help="folder of the SparrKULee excerpt (default: ../shared/data/sparrkulee_excerpt)")
-    parser.add_argument("--vlaai-steps", type=int, default=300,
-                        help="Adam steps (batch 8 x 5 s) for the small VLAAI (0 skips VLAAI; default 300)")
+    parser.add_argument("--vlaai-steps", type=int, default=150,
+                        help="Adam steps (batch 8 x 5 s) for the small VLAAI (0 skips VLAAI; default 150)")
     parser.add_argument("--shifts", type=int, default=200, help="number of circular shifts for the null (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="seed for VLAAI training and null shifts (default 0)")
     args = parser.parse_args(argv)
