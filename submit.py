@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from evaluation.task2 import subject_of
 from util.atomic import atomic_write_bytes
 from util.errors import EEGKitError, run_cli
 
@@ -50,7 +51,7 @@ def load_mappings(test_set_dir: Path) -> dict[str, tuple[Path, list[str]]]:
             raise EEGKitError(f"{file}: invalid JSON") from None
         if not isinstance(obj, dict):
             raise EEGKitError(f"{file}: expected a JSON object {{segment_id: {{'eeg': eeg_id}}}}")
-        subject = file.name.split("_", 1)[0]
+        subject = subject_of(file)
         mappings[subject] = (file, [str(segment_id) for segment_id in obj])
     return mappings
 

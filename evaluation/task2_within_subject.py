@@ -28,8 +28,9 @@ from tqdm import tqdm
 from evaluation.task2 import format_report, pearson_per_band, score
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
+from util.features import FS_TASK2
 
-FS = 64
+FS = FS_TASK2
 
 
 def segment_recordings(recordings, target: str, segment: int):

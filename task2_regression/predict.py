@@ -37,7 +37,9 @@ from tqdm import tqdm
 
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
+from evaluation.task2 import subject_of
 from util.features import BANDS
+from util.split_data import zscore_time
 
 CHECKPOINTS = ("best", "last", "averaged")
 
@@ -73,24 +75,12 @@ def model_channels(cfg: dict) -> int:
     return int(model_cfg.get("n_channels", model_cfg.get("eeg_channels", 64)))
 
 
-def zscore_segment(eeg: np.ndarray) -> np.ndarray:
-    """Per-channel z-score over time of one segment (time, C); constant channels become 0."""
-    mean = eeg.mean(axis=0, keepdims=True)
-    std = eeg.std(axis=0, keepdims=True)
-    return ((eeg - mean) / np.maximum(std, 1e-8)).astype(np.float32)
-
-
 def pad_to_length(pred: np.ndarray, length: int) -> np.ndarray:
     """(time_out, bands) -> (length, bands): pad the end with the per-band mean, or cut."""
     if pred.shape[0] >= length:
         return pred[:length]
     tail = np.repeat(pred.mean(axis=0, keepdims=True), length - pred.shape[0], axis=0)
     return np.concatenate([pred, tail], axis=0)
-
-
-def subject_of(mapping_path: Path) -> str:
-    """Subject name = mapping file name up to the first underscore."""
-    return mapping_path.name.split("_", 1)[0]
 
 
 def read_test_subject(mapping_path: Path, n_channels: int = 64) -> tuple[list[str], list[np.ndarray]]:
@@ -153,7 +143,7 @@ def predict_segments(model: torch.nn.Module, target: str, segments: Sequence[np.
     for length, indices in by_length.items():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            eeg = torch.from_numpy(np.stack([zscore_segment(segments[i]) for i in chunk]))  # (batch, time, 64)
+            eeg = torch.from_numpy(np.stack([zscore_time(segments[i]) for i in chunk]))  # (batch, time, 64)
             pred = model(eeg)[target].float().cpu().numpy()  # (batch, time_out, bands)
             for i, p in zip(chunk, pred):
                 results[i] = pad_to_length(p, length).astype(np.float32)

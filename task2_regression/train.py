@@ -45,9 +45,9 @@ from tqdm import tqdm
 from util import config as config_util
 from util import distributed
 from util.errors import EEGKitError, run_cli
-from util.features import BANDS
+from util.features import BANDS, FS_TASK2
 
-FS = 64
+FS = FS_TASK2
 AUDIO_TARGETS = ("mel80", "mag")
 log = logging.getLogger("task2.train")
 

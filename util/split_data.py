@@ -40,8 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from util.errors import EEGKitError
+from util.features import FS_TASK2  # noqa: F401  (re-exported: the split_data sampling rate)
 
-FS_TASK2 = 64
 N_EEG_CHANNELS = 64
 SPLITS = ("train", "val", "test")
 SEP = "_-_"

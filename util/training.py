@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from util.atomic import atomic_savefig, atomic_torch_save, atomic_write_text
+from util.distributed import unwrap
 from util.errors import EEGKitError
 
 
@@ -141,16 +142,12 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, title: str = "") -> 
     return Path(png_path)
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict, optimizer=None, scheduler=None,
                     extra: dict | None = None) -> Path:
     """Atomically save model weights with the config (and optimiser/scheduler state for resuming)."""
     state = {
         "config": config,
-        "model": _unwrap(model).state_dict(),
+        "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "extra": extra or {},
