@@ -14,12 +14,27 @@ The report holds per-window scores, per-subject and overall mean/std for the
 model ("overall") and for the unprocessed mixture ("mixture", the oracle-mixture
 row: SI-SDRi 0 by definition), and the windows where PESQ or STOI could not be
 computed, counted by reason (the run never crashes on them).
+
+Attention decoding (``../shared/reference/aad.md``), when the competing talker is
+known (model mode; file mode with ``--interferers``):
+
+- **speaker confusion**: a window is confused when SI-SDR(estimate, unattended)
+  > SI-SDR(estimate, attended); ``confusion_rate`` is the fraction of confused
+  windows (overall, per subject, and for the mixture: ~0.5 by construction);
+- **extraction-derived AAD accuracy** (model mode): the model runs over each
+  whole held-out trial (overlap-add, as ``predict.py``), the output is cut into
+  non-overlapping decision windows of 1, 2, 5, 10, 20, 30 and 60 s (those that
+  fit in a trial), and accuracy(tau) = 1 - confusion rate at tau. It is scored
+  by ``evaluation.aad`` (Clopper-Pearson CI, significance threshold, MESD) with
+  the two SI-SDRs as the decision statistics, so it sits beside the
+  stimulus-reconstruction accuracy of ``python -m speaker_extraction.aad``.
 ``--shuffle-eeg`` is the shuffled-EEG control: every window gets the EEG of a
 window from another trial (same subject where possible, seeded).
 
 Library API: `evaluate_run(run, data_dir, split, shuffle_eeg, ...) -> report`,
-`evaluate_files(estimates, references, mixtures) -> report`, `score_window(...)`,
-`summarise(rows)`, `plot_report(report, path)`.
+`evaluate_files(estimates, references, mixtures, interferers=None) -> report`,
+`score_window(...)`, `summarise(rows)`, `decision_windows(...)`, `extraction_aad(rows)`,
+`plot_report(report, path)`.
 """
 from __future__ import annotations
 
@@ -41,14 +56,25 @@ from util.errors import EEGKitError, run_cli
 
 METRICS = ("si_sdr", "si_sdri", "pesq", "stoi")
 PESQ_FS = 8000
+AAD_WINDOWS_S = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)  # decision windows of the AAD literature
 
 
-def score_window(estimate: np.ndarray, target: np.ndarray, mixture: np.ndarray, fs: int) -> dict:
-    """Scores of one estimate and of the mixture itself against the target (1-D arrays, same length)."""
+def score_window(estimate: np.ndarray, target: np.ndarray, mixture: np.ndarray, fs: int,
+                 interferer: np.ndarray | None = None) -> dict:
+    """Scores of one estimate and of the mixture itself against the target (1-D arrays, same length).
+
+    With ``interferer`` (the unattended talker) the row also holds
+    ``si_sdr_unattended`` and ``confused`` (SI-SDR to the unattended talker is higher).
+    """
     mixture_sdr = si_sdr(mixture, target)
     row = {"si_sdr": si_sdr(estimate, target), "mixture_si_sdr": mixture_sdr}
     row["si_sdri"] = row["si_sdr"] - mixture_sdr
     row["mixture_si_sdri"] = 0.0
+    if interferer is not None:
+        row["si_sdr_unattended"] = si_sdr(estimate, interferer)
+        row["confused"] = bool(row["si_sdr_unattended"] > row["si_sdr"])
+        row["mixture_si_sdr_unattended"] = si_sdr(mixture, interferer)
+        row["mixture_confused"] = bool(row["mixture_si_sdr_unattended"] > mixture_sdr)
     pesq_target, pesq_estimate, pesq_mixture, pesq_fs = target, estimate, mixture, fs
     if fs not in (8000, 16000):
         from math import gcd
@@ -78,7 +104,51 @@ def summarise(rows: list[dict], prefix: str = "") -> dict:
     for metric in METRICS:
         stats = _stats([row.get(prefix + metric) for row in rows])
         summary[metric], summary[metric + "_std"], summary[metric + "_n"] = stats["mean"], stats["std"], stats["n"]
+    confused = [bool(row[prefix + "confused"]) for row in rows if prefix + "confused" in row]
+    if confused:  # speaker confusion: windows closer to the unattended talker
+        summary["confusion_rate"] = float(np.mean(confused))
+        summary["confused_windows"] = int(sum(confused))
     return summary
+
+
+def decision_windows(estimate: np.ndarray, target: np.ndarray, interferer: np.ndarray, fs: int,
+                     windows_s: Sequence[float] = AAD_WINDOWS_S) -> list[dict]:
+    """Cut one whole-trial extraction (samples,) into non-overlapping decision windows.
+
+    Returns one row per window and window length that fits in the trial:
+    ``{"window_s", "start_s", "r_attended": SI-SDR(est, attended), "r_unattended": SI-SDR(est, unattended)}``
+    (the two SI-SDRs are the decision statistics that ``evaluation.aad`` compares).
+    """
+    rows = []
+    n = min(len(estimate), len(target), len(interferer))
+    for window_s in windows_s:
+        length = int(round(float(window_s) * fs))
+        for start in range(0, n - length + 1, length) if length > 0 else ():
+            part = slice(start, start + length)
+            rows.append({"window_s": float(window_s), "start_s": start / fs,
+                         "r_attended": si_sdr(estimate[part], target[part]),
+                         "r_unattended": si_sdr(estimate[part], interferer[part])})
+    return rows
+
+
+def extraction_aad(rows: list[dict]) -> dict:
+    """Extraction-derived AAD from decision-window rows (each with ``subject``): accuracy per window
+    length per subject with its CI, significance threshold and MESD (``evaluation.aad``), plus the
+    confusion rate (1 - accuracy) pooled over subjects."""
+    from evaluation.aad import score_correlations
+
+    scored = [{"subject": str(row["subject"]), "window": format(row["window_s"], "g"),
+               "window_s": float(row["window_s"]), "r_attended": float(row["r_attended"]),
+               "r_unattended": float(row["r_unattended"])} for row in rows]
+    report = score_correlations(scored) if scored else {"subjects": {}, "mean_accuracy": {}}
+    pooled: dict = {}
+    for row in scored:
+        pooled.setdefault(row["window"], []).append(row["r_unattended"] >= row["r_attended"])
+    order = sorted(pooled, key=float)
+    report["pooled"] = {window: {"n_windows": len(pooled[window]),
+                                 "confusion_rate": float(np.mean(pooled[window])),
+                                 "accuracy": 1.0 - float(np.mean(pooled[window]))} for window in order}
+    return report
 
 
 def _failures(rows: list[dict], key: str) -> dict:
@@ -129,8 +199,13 @@ def shuffled_sources(keys: list[tuple], n_windows: int | None = None, seed: int 
 
 def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shuffle_eeg: bool = False,
                  batch_size: int = 8, max_windows: int = 0, seed: int = 0, progress: bool = True,
-                 device: str = "cpu", threads: int | None = None) -> dict:
-    """Run the model of RUN on the split's windows and score every window (see module docstring)."""
+                 device: str = "cpu", threads: int | None = None,
+                 aad_windows: Sequence[float] | None = AAD_WINDOWS_S) -> dict:
+    """Run the model of RUN on the split's windows and score every window (see module docstring).
+
+    ``aad_windows``: decision-window lengths (s) of the extraction-derived AAD on whole trials
+    (report key ``extraction_aad``); empty or None skips it.
+    """
     import torch
 
     from speaker_extraction.data import build_datasets
@@ -169,11 +244,44 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shu
             if shuffle_eeg:
                 row["eeg_from"] = list(keys[sources[indices[k]]])
             row.update(score_window(estimate[k], item["target"].numpy().astype(np.float64),
-                                    item["mixture"].numpy().astype(np.float64), corpus.fs_audio))
+                                    item["mixture"].numpy().astype(np.float64), corpus.fs_audio,
+                                    interferer=item["interferer"].numpy().astype(np.float64)))
             rows.append(row)
     meta = {"mode": "model", "run": str(run), "checkpoint": str(checkpoint), "data": str(data_dir), "split": split,
             "shuffle_eeg": bool(shuffle_eeg), "fs": corpus.fs_audio, "window_s": float(config["data"]["window_s"])}
-    return build_report(rows, meta)
+    report = build_report(rows, meta)
+    if aad_windows:
+        trial_keys = sorted({tuple(key) for key in keys})
+        report["extraction_aad"] = trial_aad(model, config, corpus, trial_keys, aad_windows, shuffle_eeg, seed,
+                                             device, progress)
+    return report
+
+
+def trial_aad(model, config: dict, corpus, trial_keys: list[tuple], windows_s: Sequence[float],
+              shuffle_eeg: bool = False, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    """Extraction-derived AAD on whole trials: extract each trial (overlap-add over training-length
+    windows), cut decision windows, score with `extraction_aad`. With ``shuffle_eeg`` every trial gets
+    the EEG of another trial (same subject where possible; cut or edge-padded to length)."""
+    from speaker_extraction.predict import extract_long
+
+    sources = shuffled_sources(trial_keys, seed=seed) if shuffle_eeg else list(range(len(trial_keys)))
+    rows = []
+    for k, (subject, trial) in enumerate(tqdm(trial_keys, desc="extract trials", unit="trial", disable=not progress)):
+        arrays = corpus.trial_arrays(subject, trial)
+        eeg = arrays["eeg"] if not shuffle_eeg else corpus.trial_arrays(*trial_keys[sources[k]])["eeg"]
+        n_eeg = arrays["eeg"].shape[0]
+        if eeg.shape[0] < n_eeg:  # another trial's EEG, edge-padded to this trial's length
+            eeg = np.concatenate([eeg, np.repeat(eeg[-1:], n_eeg - eeg.shape[0], axis=0)])
+        estimate = extract_long(model, arrays["mixture"], np.ascontiguousarray(eeg[:n_eeg]), config,
+                                device=device).astype(np.float64)  # (samples,)
+        for row in decision_windows(estimate, arrays["target"].astype(np.float64),
+                                    arrays["interferer"].astype(np.float64), corpus.fs_audio, windows_s):
+            rows.append({"subject": f"S{subject}", "trial": int(trial), **row})
+    skipped = [w for w in windows_s if not any(row["window_s"] == float(w) for row in rows)]
+    report = extraction_aad(rows)
+    report.update(windows=rows, windows_s=[float(w) for w in windows_s],
+                  skipped_windows_s=[float(w) for w in skipped])
+    return report
 
 
 def _read_wav_folder(folder: str | Path, role: str) -> dict[str, tuple[int, np.ndarray]]:
@@ -201,36 +309,43 @@ def _read_wav_folder(folder: str | Path, role: str) -> dict[str, tuple[int, np.n
 
 
 def evaluate_files(estimates: str | Path, references: str | Path, mixtures: str | Path,
-                   progress: bool = True) -> dict:
-    """Score wav files matched by name across three folders (same rate and length per name)."""
-    estimate_files = _read_wav_folder(estimates, "estimates")
-    reference_files = _read_wav_folder(references, "references")
-    mixture_files = _read_wav_folder(mixtures, "mixtures")
-    for folder, files, role in ((references, reference_files, "reference"), (mixtures, mixture_files, "mixture")):
-        missing = sorted(set(estimate_files) - set(files))
+                   interferers: str | Path | None = None, progress: bool = True) -> dict:
+    """Score wav files matched by name across the folders (same rate and length per name).
+
+    ``interferers`` (optional): the unattended talker of each file, for the speaker-confusion rate.
+    """
+    folders = [(estimates, "estimates"), (references, "references"), (mixtures, "mixtures")]
+    if interferers is not None:
+        folders.append((interferers, "interferers"))
+    files = [_read_wav_folder(folder, role) for folder, role in folders]
+    estimate_files = files[0]
+    for (folder, role), other in zip(folders[1:], files[1:]):
+        missing = sorted(set(estimate_files) - set(other))
         if missing:
-            raise EEGKitError(f"{folder}: no {role} for estimate(s) {', '.join(missing[:5])}"
+            raise EEGKitError(f"{folder}: no {role[:-1]} for estimate(s) {', '.join(missing[:5])}"
                               f"{' ...' if len(missing) > 5 else ''}")
-    extra = sorted((set(reference_files) | set(mixture_files)) - set(estimate_files))
+    extra = sorted(set().union(*(set(other) for other in files[1:])) - set(estimate_files))
     if extra:
         raise EEGKitError(f"{estimates}: no estimate for {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
     for name in sorted(estimate_files):  # check every file before scoring any
-        (fs_est, estimate), (fs_ref, reference), (fs_mix, mixture) = (
-            estimate_files[name], reference_files[name], mixture_files[name])
-        if not fs_est == fs_ref == fs_mix:
-            raise EEGKitError(f"{Path(estimates) / name}: sampling rates differ (estimate {fs_est}, "
-                              f"reference {fs_ref}, mixture {fs_mix} Hz)")
-        if not len(estimate) == len(reference) == len(mixture):
-            raise EEGKitError(f"{Path(estimates) / name}: lengths differ (estimate {len(estimate)}, "
-                              f"reference {len(reference)}, mixture {len(mixture)} samples)")
+        rates = [other[name][0] for other in files]
+        lengths = [len(other[name][1]) for other in files]
+        roles = [role[:-1] for _, role in folders]
+        if len(set(rates)) != 1:
+            raise EEGKitError(f"{Path(estimates) / name}: sampling rates differ ("
+                              + ", ".join(f"{r} {v}" for r, v in zip(roles, rates)) + " Hz)")
+        if len(set(lengths)) != 1:
+            raise EEGKitError(f"{Path(estimates) / name}: lengths differ ("
+                              + ", ".join(f"{r} {v}" for r, v in zip(roles, lengths)) + " samples)")
     rows = []
     for name in tqdm(sorted(estimate_files), desc="score files", unit="file", disable=not progress):
-        (fs, estimate), (_, reference), (_, mixture) = estimate_files[name], reference_files[name], mixture_files[name]
+        (fs, estimate), (_, reference), (_, mixture) = (other[name] for other in files[:3])
         row = {"subject": "files", "file": name}
-        row.update(score_window(estimate, reference, mixture, fs))
+        row.update(score_window(estimate, reference, mixture, fs,
+                                interferer=files[3][name][1] if interferers is not None else None))
         rows.append(row)
     meta = {"mode": "files", "estimates": str(estimates), "references": str(references), "mixtures": str(mixtures),
-            "shuffle_eeg": False}
+            "interferers": None if interferers is None else str(interferers), "shuffle_eeg": False}
     return build_report(rows, meta)
 
 
@@ -244,7 +359,22 @@ def plot_report(report: dict, path: str | Path) -> Path:
     rows = report["windows"]
     subjects = sorted({str(row["subject"]) for row in rows})
     panels = (("si_sdr", "SI-SDR (dB)"), ("si_sdri", "SI-SDRi (dB)"), ("pesq", "PESQ (nb)"), ("stoi", "STOI"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    aad = report.get("extraction_aad", {}).get("subjects") or {}
+    fig, axes = plt.subplots(1, len(panels) + bool(aad), figsize=(4.2 * (len(panels) + bool(aad)), 3.8))
+    if aad:  # extraction-derived AAD accuracy against decision-window length, per subject
+        axis = axes[-1]
+        for subject, entry in sorted(aad.items()):
+            windows = sorted(entry["accuracy"], key=float)
+            axis.plot([float(w) for w in windows], [entry["accuracy"][w] for w in windows], marker="o",
+                      label=f"{subject} (confusion {1 - entry['accuracy'][windows[0]]:.2f} at {windows[0]} s)")
+        axis.axhline(0.5, color="k", lw=0.7, ls="--")
+        axis.set_xscale("log")
+        axis.set_ylim(0, 1.02)
+        axis.set_xlabel("decision window (s)")
+        axis.set_ylabel("extraction-derived AAD accuracy")
+        axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+        axes = axes[:-1]
     for axis, (metric, label) in zip(axes, panels):
         data, positions, colors = [], [], []
         for k, subject in enumerate(subjects):
@@ -294,6 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--estimates", help="file mode: folder of estimate wavs")
     parser.add_argument("--references", help="file mode: folder of reference (target talker) wavs, same names")
     parser.add_argument("--mixtures", help="file mode: folder of mixture wavs, same names")
+    parser.add_argument("--interferers", help="file mode (optional): folder of the unattended talker's wavs, same "
+                                              "names; adds the speaker-confusion rate")
+    parser.add_argument("--aad-windows", default=",".join(format(w, "g") for w in AAD_WINDOWS_S),
+                        help="model mode: decision-window lengths in s for the extraction-derived AAD accuracy on "
+                             "whole trials (default %(default)s; windows longer than a trial are skipped)")
+    parser.add_argument("--no-aad", action="store_true",
+                        help="model mode: skip the whole-trial extraction-derived AAD (speaker confusion per "
+                             "training window is still reported)")
     parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
     parser.add_argument("--plot", help="optional PNG of the per-subject score distributions")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -308,12 +446,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EEGKitError("arguments: use either --run/--data (model mode) or --estimates/--references/--mixtures")
         if None in (args.estimates, args.references, args.mixtures):
             raise EEGKitError("arguments: file mode needs all of --estimates, --references and --mixtures")
-        report = evaluate_files(args.estimates, args.references, args.mixtures, progress=not args.no_progress)
+        report = evaluate_files(args.estimates, args.references, args.mixtures, args.interferers,
+                                progress=not args.no_progress)
     else:
         if not args.run or not args.data:
             raise EEGKitError("arguments: model mode needs --run and --data (or use file mode --estimates ...)")
+        if args.interferers:
+            raise EEGKitError("--interferers: only in file mode (model mode knows the competing talker)")
+        aad_windows = () if args.no_aad else parse_windows(args.aad_windows)
         report = evaluate_run(args.run, args.data, args.split, args.shuffle_eeg, args.batch_size, args.max_windows,
-                              args.seed, progress=not args.no_progress, device=args.device, threads=args.threads)
+                              args.seed, progress=not args.no_progress, device=args.device, threads=args.threads,
+                              aad_windows=aad_windows)
     if args.plot:
         plot_report(report, args.plot)
     atomic_write_json(args.out, report, indent=1)
@@ -326,7 +469,24 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"PESQ {fmt(overall['pesq'], 3)}, STOI {fmt(overall['stoi'], 3)} | mixture SI-SDR {fmt(mixture['si_sdr'], 2)} dB, "
           f"PESQ {fmt(mixture['pesq'], 3)}, STOI {fmt(mixture['stoi'], 3)}; PESQ failures "
           f"{report['failures']['pesq']['model']['count']}")
+    if "confusion_rate" in overall:
+        print(f"speaker confusion ({report.get('window_s', 'file')}-s windows): model {overall['confusion_rate']:.3f} "
+              f"({overall['confused_windows']}/{report['n_windows']}), mixture {mixture['confusion_rate']:.3f}")
+    if report.get("extraction_aad", {}).get("pooled"):
+        print("extraction-derived AAD accuracy (whole held-out trials): " + ", ".join(
+            f"{w} s {v['accuracy']:.3f} (n={v['n_windows']})" for w, v in report["extraction_aad"]["pooled"].items()))
     return 0
+
+
+def parse_windows(text: str) -> list[float]:
+    """``"1,2,5"`` -> [1.0, 2.0, 5.0]; one-line error naming --aad-windows otherwise."""
+    try:
+        windows = [float(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise EEGKitError(f"--aad-windows: expected comma-separated seconds, got {text!r}") from None
+    if not windows or not all(np.isfinite(w) and w > 0 for w in windows):
+        raise EEGKitError(f"--aad-windows: window lengths must be positive and finite, got {text!r}")
+    return windows
 
 
 if __name__ == "__main__":
