@@ -283,3 +283,30 @@ def test_bad_inputs_exit_2_with_one_line(case, kul_dataset, tmp_path):
         assert [p.name for p in out.iterdir()] == ["keep.txt"]
     else:
         assert not out.exists()
+
+
+def test_split_from_run_uses_the_runs_held_out_trials(kul_dataset, tmp_path):
+    """--split-from-run replays the trial split stored in a NeuroSpex run's checkpoint config."""
+    import torch
+
+    from speaker_extraction.aad import folds_from_run, load_trials, run_aad
+    from speaker_extraction.data import KULCorpus, make_split
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": {"type": "neurospex"}, "data": {"split": {"protocol": "trial", "val_trials": 1,
+                                                                 "test_trials": 1, "seed": 3}}}
+    torch.save({"config": config, "model": {}}, run / "best.pt")
+    _, trials = load_trials(kul_dataset)
+    folds, info = folds_from_run(run, kul_dataset, trials)
+    expected = make_split(KULCorpus(kul_dataset, config["data"], progress=False))
+    assert sorted(tuple(k) for k in info["test_trials"]) == sorted((f"S{s}", t) for s, t in expected["test"])
+    assert len(folds) == 2  # one per subject (protocol trial)
+    for fold in folds:
+        (held_out,) = fold.test
+        assert {t.subject for t in fold.train + fold.val} == {held_out.subject}
+        assert sorted(t.trial for t in fold.train + fold.val + fold.test) == [1, 2, 3, 4]
+    out = tmp_path / "aad"
+    result = run_aad(kul_dataset, "ridge", out, windows=(5,), split_from_run=run, progress=False, say=lambda m: None)
+    assert sorted((t["subject"], t["trial"]) for t in result["trials"]) == sorted(
+        (f"S{s}", t) for s, t in expected["test"])
