@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO))
 
 # model name -> (config, overrides). The challenge's linear config uses batch 64 of 60-s windows,
 # i.e. only 2 steps per epoch on the demo's ~1 hour of data; batch 8 converges in ~20 epochs.
@@ -62,9 +61,9 @@ def task2(args: argparse.Namespace) -> None:
         submissions, report = out / "submissions" / name, out / "reports" / f"{name}.json"
         overrides = config_overrides + ([f"train.epochs={args.epochs}"] if args.epochs else [])
         if not (run_dir / "best.pt").is_file():
-            run([sys.executable, "task2_regression/train.py", "--config", config, "--data", str(data),
+            run([sys.executable, "-m", "task2_regression.train", "--config", config, "--data", str(data),
                  "--out", str(run_dir)] + overrides)
-        run([sys.executable, "task2_regression/predict.py", "--run", str(run_dir), "--test-set", str(test_set),
+        run([sys.executable, "-m", "task2_regression.predict", "--run", str(run_dir), "--test-set", str(test_set),
              "--out", str(predictions)])
         shutil.rmtree(submissions, ignore_errors=True)
         run([sys.executable, "submit.py", "--task", "2", "--predictions", str(predictions), "--test-set",
@@ -151,7 +150,7 @@ def speaker_extraction(args: argparse.Namespace) -> None:
     run_dir = out / "runs" / "neurospex_small"
     overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
     if not (run_dir / "best.pt").is_file():
-        run([sys.executable, "speaker_extraction/train.py", "--config", "speaker_extraction/configs/neurospex_small.yaml",
+        run([sys.executable, "-m", "speaker_extraction.train", "--config", "speaker_extraction/configs/neurospex_small.yaml",
              "--data", str(data), "--out", str(run_dir)] + overrides)
     reports = {}
     for label, extra in (("neurospex_small", []), ("shuffled_eeg", ["--shuffle-eeg"])):

@@ -24,13 +24,10 @@ Library API: `evaluate_run(run, data_dir, split, shuffle_eeg, ...) -> report`,
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from tqdm import tqdm

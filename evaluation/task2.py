@@ -32,19 +32,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from util.errors import EEGKitError, run_cli
+from util.metrics import pearson_np
 
 
 # ----------------------------------------------------------------------------- maths
 def pearson_per_band(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
     """Pearson r over time per band; pred/label (time, bands) -> (bands,). Constant series -> 0."""
-    pred = np.asarray(pred, dtype=np.float64)
-    label = np.asarray(label, dtype=np.float64)
-    pred_c = pred - pred.mean(axis=0)
-    label_c = label - label.mean(axis=0)
-    denom = np.sqrt((pred_c**2).sum(axis=0) * (label_c**2).sum(axis=0))
-    safe = np.where(denom > 0, denom, 1.0)
-    r = np.where(denom > 0, (pred_c * label_c).sum(axis=0) / safe, 0.0)
-    return np.clip(r, -1.0, 1.0)
+    return np.clip(pearson_np(pred, label), -1.0, 1.0)
 
 
 def fit_length(pred: np.ndarray, n_frames: int) -> np.ndarray:

@@ -47,7 +47,7 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
                             checkpoint: str = "best", progress: bool = True) -> dict:
     """Score report (see `evaluation.task2.score`) plus per-subject per-band mean/std."""
     from task2_regression.predict import load_run_model, pad_to_length
-    from util.split_data import load_recordings
+    from task2_regression.data import load_recordings
 
     model, cfg = load_run_model(run_dir, checkpoint)
     target = cfg.get("target", "mel")

@@ -44,14 +44,13 @@ then every trial's filtered EEG is saved as ``.npy`` (atomic) and later
 memory-mapped; stimuli are cached as 8-kHz ``.npy`` and memory-mapped. Open
 memory maps are kept in a small LRU over subjects (``subject_cache``).
 
-Public API: ``load_data_config``, ``DEFAULT_CONFIG``, ``KULCorpus``,
+Public API: ``load_data_config``, ``data_defaults``, ``KULCorpus``,
 ``TrialRecord``, ``KULWindows`` (torch Dataset), ``split_by_trial``,
 ``split_leave_one_subject_out``, ``make_split``, ``split_table``,
 ``build_datasets``, ``bandpass_eeg``, ``zscore_per_channel``.
 """
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections import OrderedDict
@@ -69,37 +68,28 @@ from tqdm import tqdm
 
 from speaker_extraction.kul_format import BIOSEMI64, N_CHANNELS, read_subject_mat
 from util.atomic import atomic_save_npy, atomic_write_json
-from util.config import apply_overrides, load_config
+from util.config import apply_overrides, load_config, load_defaults
 from util.errors import EEGKitError
 
 __all__ = [
-    "DEFAULT_CONFIG", "load_data_config", "TrialRecord", "KULCorpus", "KULWindows", "split_by_trial",
+    "data_defaults", "load_data_config", "TrialRecord", "KULCorpus", "KULWindows", "split_by_trial",
     "split_leave_one_subject_out", "make_split", "split_table", "build_datasets", "bandpass_eeg",
     "zscore_per_channel",
 ]
 
 CACHE_VERSION = 1
 
-DEFAULT_CONFIG: dict = {
-    "fs_eeg": 128,              # EEG rate of the dataset (checked against FileHeader.SampleRate)
-    "fs_audio": 8000,           # audio rate after resampling
-    "band": [1.0, 32.0],        # EEG band-pass in Hz; null = no filtering
-    "filter_order": 4,          # Butterworth order (applied forward and backward)
-    "channels": None,           # null = all 64; else a list of channel names or 0-based indices
-    "window_s": 4.0,            # window length (s): 512 EEG / 32000 audio samples
-    "hop_s": 4.0,               # hop between windows (s)
-    "include_repetitions": False,
-    "normalize": "trial",       # trial | none
-    "mix_scope": "trial",       # trial | window (where the 0-dB equal-RMS scaling is computed)
-    "level_rms": 0.05,          # RMS of each talker after scaling
-    "subject_cache": 2,         # subjects whose memory maps stay open
-    "split": {"protocol": "trial", "val_trials": 1, "test_trials": 1, "test_subject": None, "seed": 0},
-}
+DEFAULTS_PATH = Path(__file__).resolve().parent / "configs" / "defaults.yaml"
+
+
+def data_defaults() -> dict:
+    """The ``data:`` defaults of ``configs/defaults.yaml`` (the one place they live)."""
+    return load_defaults(DEFAULTS_PATH)["data"]
 
 
 def load_data_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
-    """DEFAULT_CONFIG updated with a YAML file (optional) and ``key=value`` overrides."""
-    config = copy.deepcopy(DEFAULT_CONFIG)
+    """The data defaults updated with a YAML file (optional) and ``key=value`` overrides."""
+    config = data_defaults()
     if path is not None:
         loaded = load_config(path)
         loaded = loaded.get("data", loaded)
@@ -473,7 +463,7 @@ class KULCorpus:
 
 
 def _with_defaults(config: dict) -> dict:
-    merged = copy.deepcopy(DEFAULT_CONFIG)
+    merged = data_defaults()
     _merge(merged, config.get("data", config) if isinstance(config.get("data"), dict) else config)
     return merged
 
@@ -516,7 +506,7 @@ def split_leave_one_subject_out(corpus: KULCorpus, test_subject: int, val_trials
 
 def make_split(corpus: KULCorpus, split_cfg: dict | None = None) -> dict[str, list[tuple[int, int]]]:
     """Dispatch on ``split_cfg['protocol']`` ('trial' | 'loso')."""
-    cfg = {**DEFAULT_CONFIG["split"], **(split_cfg or corpus.config.get("split", {}))}
+    cfg = {**data_defaults()["split"], **(split_cfg or corpus.config.get("split", {}))}
     if cfg["protocol"] == "trial":
         return split_by_trial(corpus, int(cfg["val_trials"]), int(cfg["test_trials"]), int(cfg["seed"]))
     if cfg["protocol"] == "loso":

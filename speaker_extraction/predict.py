@@ -1,6 +1,6 @@
 """Extract the attended talker from a mixture wav of any length using the listener's EEG.
 
-    python speaker_extraction/predict.py --run RUN --mixture MIX.wav --eeg EEG.npy --out OUT.wav
+    python -m speaker_extraction.predict --run RUN --mixture MIX.wav --eeg EEG.npy --out OUT.wav
 
 - RUN is a training run folder (``best.pt`` inside, else ``last.pt``) or a
   checkpoint file; the checkpoint holds the model and data config.
@@ -28,13 +28,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 from math import gcd
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # `python speaker_extraction/predict.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import scipy.io.wavfile

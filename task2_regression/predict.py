@@ -1,6 +1,6 @@
 """Predict Task 2 test-set segments with a trained run and write per-subject submission JSON files.
 
-    python task2_regression/predict.py --run RUN --test-set DATASET/test_set/TASK2_regression \
+    python -m task2_regression.predict --run RUN --test-set DATASET/test_set/TASK2_regression \
         --out PRED [--checkpoint best|last|averaged]
 
 Input (reference section 3): `sub-XXX_mapping.json` (`{segment_id: {"eeg": eeg_id}}`) and
@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import zipfile
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # `python task2_regression/predict.py`: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
@@ -39,7 +36,7 @@ from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
 from evaluation.task2 import subject_of
 from util.features import BANDS
-from util.split_data import zscore_time
+from task2_regression.data import zscore_time
 
 CHECKPOINTS = ("best", "last", "averaged")
 

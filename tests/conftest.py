@@ -1,14 +1,11 @@
 """Shared pytest fixtures: tiny synthetic datasets (generated once per session) and the real excerpt."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 EXCERPT = REPO.parent / "shared" / "data" / "sparrkulee_excerpt"
 

@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tqdm import tqdm
 
@@ -66,7 +64,8 @@ def run_system(name: str, data_dir: Path, out_dir: Path, overrides: list[str], e
                trained: dict, progress: bool) -> dict:
     """Train (or reuse) and evaluate one config; returns its result row."""
     from evaluation.speaker_extraction import evaluate_run, plot_report
-    from speaker_extraction.models import build_model, count_parameters
+    from speaker_extraction.models import build_model
+    from util.training import count_parameters
     from speaker_extraction.train import resolve_config, train
 
     config = resolve_config(load_config(CONFIG_DIR / f"{name}.yaml", overrides))

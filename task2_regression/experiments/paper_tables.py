@@ -1,6 +1,6 @@
 """Reproduce the seed paper's Task 2 tables (small CPU-sized models) on a dataset with a held-out test set.
 
-    python task2_regression/experiments/paper_tables.py --data DATASET [--out results/task2] \
+    python -m task2_regression.experiments.paper_tables --data DATASET [--out results/task2] \
         [--epochs-scale F] [--cache-dir DIR] [--threads N] [--rows a,b] [--quick]
 
 Rows (reference section 4; the paper's numbers are on the authors' validation subjects 27-42):
@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # `python task2_regression/experiments/paper_tables.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
@@ -130,7 +128,7 @@ def score_predictions(subjects: dict, pred_dir: Path, test_dir: Path, labels_dir
 
 def within_segment_s(data_dir: Path, wanted: float = 30.0) -> float:
     """30 s, or the longest whole-second length every split_data test recording can hold."""
-    from util.split_data import load_recordings
+    from task2_regression.data import load_recordings
 
     recordings = load_recordings(data_dir, "test", features=("eeg",), normalize="none", check_finite=False)
     shortest = min(r.n_samples for r in recordings) / 64.0
@@ -139,7 +137,7 @@ def within_segment_s(data_dir: Path, wanted: float = 30.0) -> float:
 
 def run_row(row: Row, args, out: Path, data: Path, segment_s: float, log) -> dict:
     from evaluation.task2_within_subject import evaluate_within_subject
-    from task2_regression.models import count_parameters
+    from util.training import count_parameters
     from task2_regression.predict import load_run_model, predict_test_set
     from task2_regression.train import train
 
@@ -270,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     argv_list = list(sys.argv[1:] if argv is None else argv)
-    command = shlex.join(["python", "task2_regression/experiments/paper_tables.py"] + argv_list)
+    command = shlex.join(["python", "-m", "task2_regression.experiments.paper_tables"] + argv_list)
 
     data, out = Path(args.data), Path(args.out)
     for needed in (data / "test_set" / "TASK2_regression", data / "test_set" / "labels"):
