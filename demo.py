@@ -74,7 +74,7 @@ def task2(args: argparse.Namespace) -> None:
         within = out / "reports" / f"{name}_within_subject.json"
         # the synthetic recordings are 4 min long, so their test parts (last 10 %) hold 24 s:
         # score within-subject on 20-s segments (30 s on real SparrKULee recordings)
-        run([sys.executable, "-m", "evaluation.task2_within_subject", "--run", str(run_dir), "--data", str(data),
+        run([sys.executable, "-m", "task2_regression.evaluate", "--run", str(run_dir), "--data", str(data),
              "--segment-s", str(WITHIN_SEGMENT_S), "--out", str(within)])
         held_out, within_report = json.loads(report.read_text()), json.loads(within.read_text())
         rows.append((name, held_out, within_report, zip_path))
@@ -155,7 +155,7 @@ def speaker_extraction(args: argparse.Namespace) -> None:
     reports = {}
     for label, extra in (("neurospex_small", []), ("shuffled_eeg", ["--shuffle-eeg"])):
         report = out / "reports" / f"{label}.json"
-        run([sys.executable, "-m", "evaluation.speaker_extraction", "--run", str(run_dir), "--data", str(data),
+        run([sys.executable, "-m", "speaker_extraction.evaluate", "--run", str(run_dir), "--data", str(data),
              "--split", "test", "--out", str(report), "--plot", str(report.with_suffix(".png"))] + extra)
         reports[label] = json.loads(report.read_text())
     print("\nSpeaker extraction on synthetic KUL data (held-out trials; mean over 4-s windows)")

@@ -1,11 +1,7 @@
 """Evaluate EEG-guided speaker extraction: SI-SDR, SI-SDRi, PESQ (nb, 8 kHz), STOI.
 
-Model mode (windows of a KUL-format dataset split, the split rule stored in the run):
-
-    python -m evaluation.speaker_extraction --run RUN --data DIR [--split test] --out report.json \
-        [--plot report.png] [--shuffle-eeg]
-
-File mode (wav files produced elsewhere, matched by file name):
+A trained run is scored on a dataset split by `speaker_extraction.evaluate`, which uses the
+functions here. File mode (wav files produced elsewhere, matched by file name):
 
     python -m evaluation.speaker_extraction --estimates EST_DIR --references REF_DIR --mixtures MIX_DIR \
         --out report.json [--plot report.png]
@@ -14,12 +10,9 @@ The report holds per-window scores, per-subject and overall mean/std for the
 model ("overall") and for the unprocessed mixture ("mixture", the oracle-mixture
 row: SI-SDRi 0 by definition), and the windows where PESQ or STOI could not be
 computed, counted by reason (the run never crashes on them).
-``--shuffle-eeg`` is the shuffled-EEG control: every window gets the EEG of a
-window from another trial (same subject where possible, seeded).
 
-Library API: `evaluate_run(run, data_dir, split, shuffle_eeg, ...) -> report`,
-`evaluate_files(estimates, references, mixtures) -> report`, `score_window(...)`,
-`summarise(rows)`, `plot_report(report, path)`.
+Library API: `evaluate_files(estimates, references, mixtures) -> report`, `score_window(...)`,
+`summarise(rows)`, `build_report(rows, meta)`, `plot_report(report, path)`, `write_and_print(report, out, plot)`.
 """
 from __future__ import annotations
 
@@ -102,75 +95,6 @@ def build_report(rows: list[dict], meta: dict) -> dict:
         },
         "windows": rows,
     }
-
-
-def shuffled_sources(keys: list[tuple], n_windows: int | None = None, seed: int = 0) -> list[int]:
-    """For each of the first ``n_windows`` windows, the index (into ``keys``) of a window from another trial.
-
-    ``keys`` are the (subject, trial) of every window of the split; a window from
-    another trial of the same subject is preferred, else any other trial (seeded).
-    """
-    rng = np.random.default_rng(seed)
-    keys = [tuple(k) for k in keys]
-    n_windows = len(keys) if n_windows is None else n_windows
-    sources = []
-    for subject, trial in keys[:n_windows]:
-        same_subject = [j for j, (s, t) in enumerate(keys) if s == subject and t != trial]
-        other = same_subject or [j for j, (s, t) in enumerate(keys) if (s, t) != (subject, trial)]
-        if not other:
-            raise EEGKitError(f"--shuffle-eeg: the split has only one trial (S{subject} trial {trial}); "
-                              f"no other trial's EEG to use")
-        sources.append(int(other[rng.integers(len(other))]))
-    return sources
-
-
-def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shuffle_eeg: bool = False,
-                 batch_size: int = 8, max_windows: int = 0, seed: int = 0, progress: bool = True,
-                 device: str = "cpu", threads: int | None = None) -> dict:
-    """Run the model of RUN on the split's windows and score every window (see module docstring)."""
-    import torch
-
-    from speaker_extraction.data import build_datasets
-    from speaker_extraction.predict import load_run, resolve_checkpoint
-    from speaker_extraction.train import resolve_config
-
-    checkpoint = resolve_checkpoint(run)
-    model, config = load_run(checkpoint, device=device)
-    config = resolve_config(config)
-    if threads is None:
-        threads = int(config["train"].get("threads", 0))  # the run's own setting
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if not Path(data_dir).is_dir():
-        raise EEGKitError(f"{data_dir}: dataset folder not found")
-    corpus, datasets = build_datasets(data_dir, config["data"], progress=progress)
-    if split not in datasets:
-        raise EEGKitError(f"{data_dir}: unknown split {split!r} (train, val, test)")
-    dataset = datasets[split]
-    n_windows = len(dataset) if max_windows <= 0 else min(len(dataset), max_windows)
-    if n_windows == 0:
-        raise EEGKitError(f"{data_dir}: the {split} split has no windows")
-    keys = [dataset.records[record_index].key for record_index, _ in dataset.index]  # every window of the split
-    sources = shuffled_sources(keys, n_windows, seed) if shuffle_eeg else list(range(n_windows))
-    rows = []
-    for begin in tqdm(range(0, n_windows, batch_size), desc=f"evaluate {split}", unit="batch", disable=not progress):
-        indices = list(range(begin, min(begin + batch_size, n_windows)))
-        items = [dataset[i] for i in indices]
-        mixture = torch.stack([item["mixture"] for item in items])  # (batch, samples)
-        eeg = torch.stack([dataset[sources[i]]["eeg"] if shuffle_eeg else items[k]["eeg"]
-                           for k, i in enumerate(indices)])  # (batch, time, C)
-        with torch.no_grad():
-            estimate = model(mixture.to(device), eeg.to(device)).cpu().numpy().astype(np.float64)  # (batch, samples)
-        for k, item in enumerate(items):
-            row = {"subject": int(item["subject"]), "trial": int(item["trial"]), "window": int(item["window"])}
-            if shuffle_eeg:
-                row["eeg_from"] = list(keys[sources[indices[k]]])
-            row.update(score_window(estimate[k], item["target"].numpy().astype(np.float64),
-                                    item["mixture"].numpy().astype(np.float64), corpus.fs_audio))
-            rows.append(row)
-    meta = {"mode": "model", "run": str(run), "checkpoint": str(checkpoint), "data": str(data_dir), "split": split,
-            "shuffle_eeg": bool(shuffle_eeg), "fs": corpus.fs_audio, "window_s": float(config["data"]["window_s"])}
-    return build_report(rows, meta)
 
 
 def _read_wav_folder(folder: str | Path, role: str) -> dict[str, tuple[int, np.ndarray]]:
@@ -272,48 +196,11 @@ def plot_report(report: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Score EEG-guided speaker extraction (SI-SDR, SI-SDRi, PESQ nb, STOI) on a dataset split "
-                    "with a trained run, or on wav files produced elsewhere.")
-    parser.add_argument("--run", help="model mode: training run folder (best.pt, else last.pt) or checkpoint")
-    parser.add_argument("--data", help="model mode: KUL-format dataset folder")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"],
-                        help="model mode: which split's windows to score (default test)")
-    parser.add_argument("--shuffle-eeg", action="store_true",
-                        help="model mode: shuffled-EEG control, each window gets EEG from another trial")
-    parser.add_argument("--max-windows", type=int, default=0, help="model mode: score only the first N windows (0 = all)")
-    parser.add_argument("--batch-size", type=int, default=8, help="model mode: windows per model call (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the EEG shuffle (default 0)")
-    parser.add_argument("--device", default="cpu", help="model mode: torch device (default cpu)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="model mode: torch intra-op threads (default: the run's train.threads, else torch's)")
-    parser.add_argument("--estimates", help="file mode: folder of estimate wavs")
-    parser.add_argument("--references", help="file mode: folder of reference (target talker) wavs, same names")
-    parser.add_argument("--mixtures", help="file mode: folder of mixture wavs, same names")
-    parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
-    parser.add_argument("--plot", help="optional PNG of the per-subject score distributions")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    file_mode = any(x is not None for x in (args.estimates, args.references, args.mixtures))
-    if file_mode:
-        if args.run or args.data or args.shuffle_eeg:
-            raise EEGKitError("arguments: use either --run/--data (model mode) or --estimates/--references/--mixtures")
-        if None in (args.estimates, args.references, args.mixtures):
-            raise EEGKitError("arguments: file mode needs all of --estimates, --references and --mixtures")
-        report = evaluate_files(args.estimates, args.references, args.mixtures, progress=not args.no_progress)
-    else:
-        if not args.run or not args.data:
-            raise EEGKitError("arguments: model mode needs --run and --data (or use file mode --estimates ...)")
-        report = evaluate_run(args.run, args.data, args.split, args.shuffle_eeg, args.batch_size, args.max_windows,
-                              args.seed, progress=not args.no_progress, device=args.device, threads=args.threads)
-    if args.plot:
-        plot_report(report, args.plot)
-    atomic_write_json(args.out, report, indent=1)
+def write_and_print(report: dict, out: str | Path, plot: str | Path | None = None) -> None:
+    """Write the report JSON (and the optional plot) atomically and print the one-line summary."""
+    if plot:
+        plot_report(report, plot)
+    atomic_write_json(out, report, indent=1)
     overall, mixture = report["overall"], report["mixture"]
 
     def fmt(value, digits):
@@ -323,6 +210,25 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"PESQ {fmt(overall['pesq'], 3)}, STOI {fmt(overall['stoi'], 3)} | mixture SI-SDR {fmt(mixture['si_sdr'], 2)} dB, "
           f"PESQ {fmt(mixture['pesq'], 3)}, STOI {fmt(mixture['stoi'], 3)}; PESQ failures "
           f"{report['failures']['pesq']['model']['count']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Score EEG-guided speaker extraction (SI-SDR, SI-SDRi, PESQ nb, STOI) on wav files matched by "
+                    "name (to score a trained run on a dataset split: python -m speaker_extraction.evaluate).")
+    parser.add_argument("--estimates", required=True, help="folder of estimate wavs")
+    parser.add_argument("--references", required=True, help="folder of reference (target talker) wavs, same names")
+    parser.add_argument("--mixtures", required=True, help="folder of mixture wavs, same names")
+    parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
+    parser.add_argument("--plot", help="optional PNG of the per-subject score distributions")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = evaluate_files(args.estimates, args.references, args.mixtures, progress=not args.no_progress)
+    write_and_print(report, args.out, args.plot)
     return 0
 
 

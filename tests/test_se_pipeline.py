@@ -63,7 +63,7 @@ def test_overlap_add_identity_model_any_length():
     rng = np.random.default_rng(1)
     mixture = rng.standard_normal(int(3.7 * 8000)).astype(np.float32) * 0.2  # 3.7 s: last window padded
     eeg = rng.standard_normal((int(round(3.7 * 128)), 4)).astype(np.float32)
-    out = extract_long(Identity(), mixture, eeg, {"data": {"window_s": 1.0}})
+    out = extract_long(Identity(), mixture, eeg, {"data": {"window_s": 1.0, "fs_audio": 8000, "fs_eeg": 128, "level_rms": 0.05}})
     assert out.shape == mixture.shape
     # every window's estimate is the mixture at one talker's level (RMS / sqrt 2) -> cross-fade is exact
     np.testing.assert_allclose(out, mixture / np.sqrt(2.0), rtol=1e-4, atol=1e-5)
@@ -173,7 +173,7 @@ def test_predict_cli_script_exit_code(tmp_path):
 
 
 def test_evaluation_report_model_and_shuffled(trained_run, kul_dataset, tmp_path):
-    from evaluation.speaker_extraction import main
+    from speaker_extraction.evaluate import main
 
     report_path, plot_path = tmp_path / "report.json", tmp_path / "report.png"
     assert main(["--run", str(trained_run), "--data", str(kul_dataset), "--split", "test", "--out", str(report_path),

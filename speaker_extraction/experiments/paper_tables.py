@@ -63,7 +63,8 @@ def _row(report: dict, key: str) -> dict:
 def run_system(name: str, data_dir: Path, out_dir: Path, overrides: list[str], eval_windows: int,
                trained: dict, progress: bool) -> dict:
     """Train (or reuse) and evaluate one config; returns its result row."""
-    from evaluation.speaker_extraction import evaluate_run, plot_report
+    from evaluation.speaker_extraction import plot_report
+    from speaker_extraction.evaluate import evaluate_run
     from speaker_extraction.models import build_model
     from util.training import count_parameters
     from speaker_extraction.train import resolve_config, train
@@ -213,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows[name] = run_system(name, data_dir, out_dir, overrides, eval_windows, trained, progress)
         print(f"{name}: SI-SDRi {_fmt(rows[name]['model']['si_sdri'], 2)} dB "
               f"(train {rows[name]['train_seconds']} s, eval {rows[name]['eval_seconds']} s)", flush=True)
-    from evaluation.speaker_extraction import evaluate_run
+    from speaker_extraction.evaluate import evaluate_run
 
     shuffled_report = evaluate_run(rows[MAIN_SYSTEM]["run"], data_dir, "test", shuffle_eeg=True,
                                    max_windows=eval_windows, progress=progress)

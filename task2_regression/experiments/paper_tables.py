@@ -16,7 +16,7 @@ selection and early stopping on the val split only), then predicted on
 DATASET/test_set/TASK2_regression with `task2_regression.predict`, checked with submit.py's
 validator (the exact challenge format), and scored against DATASET/test_set/labels with
 `evaluation.task2.score` -- the test labels are used only for this final scoring. A within-subject
-score (`evaluation.task2_within_subject`, split_data test split) is given as an extra column.
+score (`task2_regression.evaluate`, split_data test split) is given as an extra column.
 
 Configs are the *_small.yaml versions (and this task's ablation configs) so that the whole table
 trains on one thread of a shared 2-core CPU: on the default synthetic dataset
@@ -136,7 +136,7 @@ def within_segment_s(data_dir: Path, wanted: float = 30.0) -> float:
 
 
 def run_row(row: Row, args, out: Path, data: Path, segment_s: float, log) -> dict:
-    from evaluation.task2_within_subject import evaluate_within_subject
+    from task2_regression.evaluate import evaluate_within_subject
     from util.training import count_parameters
     from task2_regression.predict import load_run_model, predict_test_set
     from task2_regression.train import train

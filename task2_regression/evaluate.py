@@ -1,6 +1,6 @@
 """Within-subject Task 2 score of a trained run on the `test` split of split_data.
 
-    python -m evaluation.task2_within_subject --run RUN --data DATASET [--split test] [--segment-s 30] \
+    python -m task2_regression.evaluate --run RUN --data DATASET [--split test] [--segment-s 30] \
         [--checkpoint best] [--out report.json]
 
 The split_data test part (last 10 % of every training recording, i.e. subjects and stories seen in
@@ -84,7 +84,7 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m evaluation.task2_within_subject",
+        prog="python -m task2_regression.evaluate",
         description="Score a trained Task 2 run on the within-subject split_data test split (30-s segments, "
                     "official scoring rule), per subject and per band.")
     parser.add_argument("--run", required=True, help="run folder written by task2_regression/train.py")
