@@ -50,7 +50,7 @@ def task2(args: argparse.Namespace) -> None:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     if not (data / "test_set").is_dir():
-        run([sys.executable, "-m", "util.synthetic", "task2", "--out", str(data), "--seed", str(args.seed)]
+        run([sys.executable, "-m", "synthetic", "task2", "--out", str(data), "--seed", str(args.seed)]
             + (["--subjects", str(args.subjects)] if args.subjects else [])
             + (["--minutes", str(args.minutes)] if args.minutes else []))
     test_set = data / "test_set" / "TASK2_regression"
@@ -144,7 +144,7 @@ def speaker_extraction(args: argparse.Namespace) -> None:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     if not any(data.glob("S*.mat")):
-        run([sys.executable, "-m", "util.synthetic", "kul", "--out", str(data), "--seed", str(args.seed)]
+        run([sys.executable, "-m", "synthetic", "kul", "--out", str(data), "--seed", str(args.seed)]
             + (["--subjects", str(args.subjects)] if args.subjects else [])
             + (["--minutes", str(args.minutes)] if args.minutes else []))
     run_dir = out / "runs" / "neurospex_small"

@@ -160,7 +160,7 @@ def main(argv=None) -> int:
         runs = [("given", args.data)]
         tmp = None
     else:
-        from util.synthetic_task2 import DEFAULT_SNR_DB, generate
+        from synthetic.task2 import DEFAULT_SNR_DB, generate
 
         tmp = tempfile.TemporaryDirectory(prefix="eegkit_calib_")
         runs = []

@@ -203,7 +203,7 @@ def test_evaluation_report_model_and_shuffled(trained_run, kul_dataset, tmp_path
 def _speech(seconds: float, seed: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
-    from util.speech import speech_stream
+    from synthetic.speech import speech_stream
 
     audio, fs = speech_stream(seconds, voice="en", rate_wpm=160, pitch=50 + 20 * seed, seed=seed)
     return resample_poly(audio.astype(np.float64), 8000, fs).astype(np.float32)

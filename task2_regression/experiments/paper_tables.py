@@ -20,7 +20,7 @@ score (`task2_regression.evaluate`, split_data test split) is given as an extra 
 
 Configs are the *_small.yaml versions (and this task's ablation configs) so that the whole table
 trains on one thread of a shared 2-core CPU: on the default synthetic dataset
-(`python -m util.synthetic task2 --out DATASET`) the committed results/task2 run took 1437 s.
+(`python -m synthetic task2 --out DATASET`) the committed results/task2 run took 1437 s.
 `--quick` shrinks every model and trains one
 epoch: it proves the pipeline, its numbers mean nothing (the tables say so).
 
