@@ -18,24 +18,12 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from task2_regression.models.cat_wavenet import CATWaveNet
+from task2_regression.models.contract import check_targets
+from task2_regression.models.dprnn import DPRNN
+from task2_regression.models.linear import LinearConv, RidgeDecoder
+from task2_regression.models.vlaai import VLAAI
 from util.errors import EEGKitError
-
-
-def check_targets(targets: Mapping[str, int]) -> dict[str, int]:
-    """Validate a {target_name: bands} mapping (used by every model's constructor)."""
-    out = {str(name): int(bands) for name, bands in dict(targets).items()}
-    if not out:
-        raise ValueError("targets must name at least one target, e.g. {'mel': 10}")
-    for name, bands in out.items():
-        if bands < 1:
-            raise ValueError(f"target {name!r} must have >= 1 band, got {bands}")
-    return out
-
-
-from .cat_wavenet import CATWaveNet  # noqa: E402  (the models import check_targets from here)
-from .dprnn import DPRNN  # noqa: E402
-from .linear import LinearConv, RidgeDecoder  # noqa: E402
-from .vlaai import VLAAI  # noqa: E402
 
 MODELS: dict[str, type[nn.Module]] = {
     "linear": LinearConv,

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from task2_regression.models import check_targets
+from task2_regression.models.contract import check_targets
 
 
 class PathRNN(nn.Module):
