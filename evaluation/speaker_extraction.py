@@ -28,6 +28,7 @@ from tqdm import tqdm
 from evaluation.speech_metrics import pesq_nb, si_sdr, stoi_score
 from util.atomic import atomic_savefig, atomic_write_json
 from util.errors import EEGKitError, run_cli
+from util.features import load_audio
 
 METRICS = ("si_sdr", "si_sdri", "pesq", "stoi")
 PESQ_FS = 8000
@@ -98,24 +99,13 @@ def build_report(rows: list[dict], meta: dict) -> dict:
 
 
 def _read_wav_folder(folder: str | Path, role: str) -> dict[str, tuple[int, np.ndarray]]:
-    import scipy.io.wavfile
-
     folder = Path(folder)
     if not folder.is_dir():
         raise EEGKitError(f"{folder}: {role} folder not found")
     files = {}
     for path in sorted(folder.glob("*.wav")):
-        try:
-            fs, data = scipy.io.wavfile.read(path)
-        except (ValueError, OSError) as error:
-            raise EEGKitError(f"{path}: not a readable wav file ({str(error).splitlines()[0]})") from None
-        if np.issubdtype(data.dtype, np.integer):
-            audio = data.astype(np.float64) / float(np.iinfo(data.dtype).max)
-        else:
-            audio = data.astype(np.float64)
-        if audio.ndim == 2:
-            audio = audio.mean(axis=1)
-        files[path.name] = (int(fs), audio)
+        audio, fs = load_audio(path, np.float64)  # (samples,) mono
+        files[path.name] = (fs, audio)
     if not files:
         raise EEGKitError(f"{folder}: no .wav files in the {role} folder")
     return files

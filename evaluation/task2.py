@@ -159,6 +159,20 @@ def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
     return merged
 
 
+MAPPING_GLOB = "sub-*_mapping.json"  # the test set's one mapping file per subject
+
+
+def mapping_files(test_dir) -> list[Path]:
+    """The test set's ``sub-XXX_mapping.json`` files, sorted (the one glob of the kit for them)."""
+    test_dir = Path(test_dir)
+    if not test_dir.is_dir():
+        raise EEGKitError(f"{test_dir}: test set folder not found")
+    files = sorted(test_dir.glob(MAPPING_GLOB))
+    if not files:
+        raise EEGKitError(f"{test_dir}: no sub-XXX_mapping.json files found (expected DATA/test_set/TASK2_regression)")
+    return files
+
+
 def subject_of(file: Path) -> str:
     """Subject name: the file name up to the first underscore, or the stem."""
     return file.stem.split("_", 1)[0]

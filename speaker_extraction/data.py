@@ -60,7 +60,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import scipy.io.wavfile
 import scipy.signal
 import torch
 from torch.utils.data import Dataset
@@ -70,6 +69,7 @@ from speaker_extraction.kul_format import BIOSEMI64, N_CHANNELS, read_subject_ma
 from util.atomic import atomic_save_npy, atomic_write_json
 from util.config import apply_overrides, load_config, load_defaults
 from util.errors import EEGKitError
+from util.features import load_audio
 
 __all__ = [
     "data_defaults", "load_data_config", "TrialRecord", "KULCorpus", "KULWindows", "split_by_trial",
@@ -129,23 +129,6 @@ def zscore_per_channel(eeg: np.ndarray, eps: float = 1e-8) -> np.ndarray:
 
 def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
-
-
-def _read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float64 audio in [-1, 1] and its rate."""
-    try:
-        fs, audio = scipy.io.wavfile.read(str(path))
-    except Exception as error:
-        raise EEGKitError(f"{path}: cannot read wav ({str(error).splitlines()[0] if str(error) else error})") from None
-    if audio.dtype.kind == "i":
-        audio = audio.astype(np.float64) / float(np.iinfo(audio.dtype).max + 1)
-    elif audio.dtype.kind == "u":
-        audio = (audio.astype(np.float64) - 128.0) / 128.0
-    else:
-        audio = audio.astype(np.float64)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    return audio, int(fs)
 
 
 _STIM_RE = re.compile(r"^(?P<prefix>.*?)part(?P<part>\d+)_track(?P<track>\d+)_(?P<kind>dry|hrtf)(?P<suffix>.*)$",
@@ -343,7 +326,7 @@ class KULCorpus:
                     return cache_path
             except ValueError:
                 pass
-        audio, fs = _read_wav(wav_path)  # (samples,)
+        audio, fs = load_audio(wav_path, np.float64)  # (samples,)
         ratio = Fraction(self.fs_audio, fs)
         if ratio != 1:
             audio = scipy.signal.resample_poly(audio, ratio.numerator, ratio.denominator)

@@ -81,24 +81,12 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[torch
 
 def read_mixture_wav(path: str | Path, fs_out: int) -> np.ndarray:
     """Read a wav (any rate, int or float, any channels) as float32 mono at ``fs_out``: (samples,)."""
+    from util.features import load_audio
+
     path = Path(path)
     if not path.is_file():
         raise EEGKitError(f"{path}: mixture wav not found")
-    try:
-        fs_in, data = scipy.io.wavfile.read(path)
-    except (ValueError, OSError) as error:
-        raise EEGKitError(f"{path}: not a readable wav file ({str(error).splitlines()[0]})") from None
-    if np.issubdtype(data.dtype, np.integer):
-        if data.dtype == np.uint8:
-            audio = (data.astype(np.float64) - 128.0) / 128.0
-        else:
-            audio = data.astype(np.float64) / float(np.iinfo(data.dtype).max)
-    else:
-        audio = data.astype(np.float64)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)  # (samples,) mono
-    if audio.shape[0] == 0:
-        raise EEGKitError(f"{path}: wav file has no samples")
+    audio, fs_in = load_audio(path, np.float64)  # (samples,) mono
     if not np.all(np.isfinite(audio)):
         raise EEGKitError(f"{path}: wav contains NaN or Inf samples")
     if fs_in != fs_out:

@@ -14,10 +14,13 @@
   (`util.distributed.shard_indices`); validation windows are split over ranks
   and SI-SDR / SI-SDRi sums are all-reduced.
 - Early stopping on mean validation SI-SDR (``train.patience``).
-- RUN gets ``best.pt`` and ``last.pt`` (model + fully resolved config +
-  optimiser + epoch + early-stopping state, atomic), ``config.yaml``,
-  ``log.csv`` (epoch, train_loss, val_si_sdr, val_si_sdri, lr, seconds) and
-  ``curves.png``; only rank 0 writes. ``--resume`` continues from ``last.pt``.
+- The loop is `util.trainer.fit` (shared with Task 2); this file supplies the
+  step (crop + loss) and the validation score. RUN gets ``best.pt`` and
+  ``last.pt`` (model + fully resolved config + optimiser + epoch + early-stopping
+  and random state, atomic), ``config.yaml``, ``log.csv`` (epoch from 0, lr,
+  loss_total, val_si_sdr, val_si_sdri, time_s) and ``curves.png``; only rank 0
+  writes. ``--resume`` continues from ``last.pt``.
+- Defaults: ``configs/defaults.yaml`` (unknown keys are refused).
 - ``train.crop_s`` (0 = off): train on a random crop of that length from every
   window (offsets seeded by ``[seed, epoch]``, identical on all ranks). The
   model is length-agnostic; validation and evaluation keep the full windows.

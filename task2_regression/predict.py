@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
-from evaluation.task2 import subject_of
+from evaluation.task2 import mapping_files, subject_of
 from util.features import BANDS
 from task2_regression.data import zscore_time
 
@@ -114,16 +114,6 @@ def read_test_subject(mapping_path: Path, n_channels: int = 64) -> tuple[list[st
             ids.append(str(segment_id))
             segments.append(eeg.astype(np.float32))
     return ids, segments
-
-
-def mapping_files(test_dir) -> list[Path]:
-    test_dir = Path(test_dir)
-    if not test_dir.is_dir():
-        raise EEGKitError(f"{test_dir}: test-set folder not found")
-    files = sorted(test_dir.glob("sub-*_mapping.json"))
-    if not files:
-        raise EEGKitError(f"{test_dir}: no sub-XXX_mapping.json files found")
-    return files
 
 
 @torch.no_grad()

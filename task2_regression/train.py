@@ -4,7 +4,8 @@
         --data DATASET --out runs/vlaai [--epochs N] [--resume] [--average-checkpoints] [train.lr=5e-4 ...]
     torchrun --nproc_per_node 2 -m task2_regression.train ...   # DistributedDataParallel (gloo on CPU)
 
-What it does (config schema: docs/DESIGN.md, "Task 2 run config schema"):
+What it does (every config key and its default: task2_regression/configs/defaults.yaml; the loop
+itself is `util.trainer.fit`, shared with speaker extraction):
 - resolves the trained targets (`targets`, default `[target]`); `mel80`/`mag` need the stimulus
   audio (`--stimulus-audio`, default `DATASET/stimuli` when present) and are dropped with one log
   line otherwise (the Ablation-2 shape of the CAT-guided WaveNet);
