@@ -4,37 +4,15 @@
         --data DATA --out RUN [--epochs N] [--resume] [train.lr=1e-4 ...]
     torchrun --nproc_per_node 2 -m speaker_extraction.train --config ... --data ... --out ...
 
-- Loss: negative zero-mean SI-SDR (`speaker_extraction.loss`); Adam
-  (``train.lr``, ``train.betas``); gradient-norm clipping (``train.grad_clip``,
-  0 = off); optional halving of the learning rate when validation SI-SDR stalls
-  (``train.lr_decay_patience``, 0 = off).
-- Windows come from `speaker_extraction.data` (trial split by default, never
-  random windows inside a trial). Each epoch the training windows are
-  shuffled with a seeded permutation and sharded over ranks
-  (`util.distributed.shard_indices`); validation windows are split over ranks
-  and SI-SDR / SI-SDRi sums are all-reduced.
-- Early stopping on mean validation SI-SDR (``train.patience``).
-- The loop is `util.trainer.fit` (shared with Task 2); this file supplies the
-  step (crop + loss) and the validation score. RUN gets ``best.pt`` and
-  ``last.pt`` (model + fully resolved config + optimiser + epoch + early-stopping
-  and random state, atomic), ``config.yaml``, ``log.csv`` (epoch from 0, lr,
-  loss_total, val_si_sdr, val_si_sdri, time_s) and ``curves.png``; only rank 0
-  writes. ``--resume`` continues from ``last.pt``.
-- Defaults: ``configs/defaults.yaml`` (unknown keys are refused).
-- ``train.crop_s`` (0 = off): train on a random crop of that length from every
-  window (offsets seeded by ``[seed, epoch]``, identical on all ranks). The
-  model is length-agnostic; validation and evaluation keep the full windows.
-  Cross-attention is quadratic in frames, so 2-s crops make a step ~4x cheaper.
-- ``train.batch_size`` is the global batch: under torchrun each of the
-  ``world_size`` processes takes ``batch_size / world_size`` windows of every
-  step (it must divide) and DDP averages the gradients, so a run gives the same
-  weights on 1 or N processes.
-- ``train.threads`` (0 = torch default): intra-op threads of each process.
-- Quick-run knobs: ``train.max_steps_per_epoch`` and ``train.max_val_windows``
-  (0 = all).
-
-Library API: `resolve_config(config) -> config`, `train(config, data_dir, out_dir, ...) -> dict`,
-`main(argv)`.
+Config keys and defaults: configs/defaults.yaml. Windows come from `speaker_extraction.data`
+(trial split by default, never random windows inside a trial). Each step is the negative zero-mean
+SI-SDR (`speaker_extraction.loss`) on the window, or with ``train.crop_s`` > 0 on a random crop of
+it (offsets seeded by ``[seed, epoch]``, the same on all ranks; validation keeps full windows;
+cross-attention is quadratic in frames, so 2-s crops make a step ~4x cheaper). Validation: mean
+SI-SDR and SI-SDRi over the val windows (early stopping on SI-SDR). ``train.batch_size`` is the
+global batch (it must divide over the torchrun ranks); ``train.threads`` sets torch's intra-op
+threads; ``train.max_steps_per_epoch`` / ``train.max_val_windows`` make quick runs. The loop, the
+run folder (best.pt, last.pt, config.yaml, log.csv, curves.png) and DDP are `util.trainer.fit`'s.
 """
 from __future__ import annotations
 

@@ -4,29 +4,18 @@
         --data DATASET --out runs/vlaai [--epochs N] [--resume] [--average-checkpoints] [train.lr=5e-4 ...]
     torchrun --nproc_per_node 2 -m task2_regression.train ...   # DistributedDataParallel (gloo on CPU)
 
-What it does (every config key and its default: task2_regression/configs/defaults.yaml; the loop
-itself is `util.trainer.fit`, shared with speaker extraction):
-- resolves the trained targets (`targets`, default `[target]`); `mel80`/`mag` need the stimulus
-  audio (`--stimulus-audio`, default `DATASET/stimuli` when present) and are dropped with one log
-  line otherwise (the Ablation-2 shape of the CAT-guided WaveNet);
-- loads the train and val splits with `task2_regression.data.load_recordings` (normalize: recording |
-  window), windows them (`data.sampling`: fixed windows with `hop_s`, or one random window per
-  recording per epoch) and trains with Adam, StepLR, cross-subject mixup, gradient clipping and the
-  combined loss of `task2_regression.loss`;
-- validates every epoch on fixed non-overlapping `val_window_s` windows (mean Pearson over the
-  bands of the submitted `target`), early-stops on it, and writes into RUN/:
-  `best.pt`, `last.pt` (+ `checkpoints/epoch_XXXX.pt` every `train.checkpoint_every` epochs, and
-  `averaged.pt` with `--average-checkpoints`), `config.yaml` (fully resolved), `log.csv` (each loss
-  term, val score, lr) and `curves.png`;
-- `model.type: ridge` is fitted in closed form (streaming covariance over the train windows, alpha
-  chosen on the validation windows) and saved the same way;
-- under torchrun, windows are sharded per rank with `util.distributed.shard_indices` (per-rank batch
-  = global batch / world size), only rank 0 writes, and the validation metric is averaged over ranks.
+Config keys and defaults: configs/defaults.yaml. The trained `targets` (default `[target]`) drop
+`mel80`/`mag` with one log line when there is no stimulus audio (`--stimulus-audio`, default
+DATASET/stimuli). Train/val recordings (`task2_regression.data`) are cut into windows
+(`data.sampling`: fixed with `hop_s`, or one random window per recording per epoch); each step is
+cross-subject mixup + the combined loss of `task2_regression.loss`; validation is the mean Pearson
+of `target` on non-overlapping `val_window_s` windows. The loop, the run folder and DDP are
+`util.trainer.fit`'s; `model.type: ridge` is fitted in closed form (streaming covariance, alpha
+chosen on val) and saved the same way.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import time
 from pathlib import Path
@@ -34,12 +23,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from util import config as config_util
 from util import distributed, trainer
 from util.errors import EEGKitError, run_cli
-from util.features import BANDS, FS_TASK2
+from util.features import BANDS
 from util.windowing import seconds_to_samples
 
 AUDIO_TARGETS = ("mel80", "mag")

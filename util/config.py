@@ -80,26 +80,20 @@ def load_defaults(path: str | Path) -> dict:
     return load_config(path)
 
 
-def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a mapping"}.get(type(value), type(value).__name__)
+_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "a list"))
 
 
 def _check_type(dotted: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default`` (int -> float, whole float -> int); EEGKitError otherwise."""
     if default is None or value is None:
         return value
-    if isinstance(default, bool) or isinstance(value, bool):
-        ok = isinstance(value, bool) and isinstance(default, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float))
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-        value = int(value) if ok else value
-    else:
-        ok = isinstance(value, type(default)) or (isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)))
-    if not ok:
-        raise EEGKitError(f"config: {dotted} must be {_kind(default)}, got {value!r}")
+    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    kind, name = next(((k, n) for k, n in _KINDS if type(default) is k), (type(default), type(default).__name__))
+    if type(value) is not kind:
+        raise EEGKitError(f"config: {dotted} must be {name}, got {value!r}")
     return value
 
 

@@ -1,24 +1,15 @@
-"""The one training loop of the kit (Task 2 regression and speaker extraction).
+"""The one training loop of the kit (Task 2 regression and speaker extraction): `fit`.
 
-A task's ``train.py`` resolves its config, loads its data and calls `fit` with
-
-- ``build() -> nn.Module``: called under ``torch.manual_seed(seed)``, so every rank starts from the same weights;
-- ``step(model, batch, epoch) -> (loss, terms)``: one training step's loss (mixup, cropping inside it);
-  ``terms`` are floats logged as ``loss_<name>``;
-- ``score(model, val_set, info) -> {name: value}``: validation metrics reduced over ranks; the
-  one named ``monitor`` drives early stopping and ``best.pt``.
-
-`fit` owns per-rank seeding (``seed + rank``), the DDP wrap (`util.distributed`), Adam
-(``train.lr``, ``train.betas``), the scheduler (StepLR every ``train.lr_step_epochs`` epochs, or
-halving on a validation plateau with ``train.lr_decay_patience``), gradient clipping
-(``train.grad_clip``), the non-finite-loss guard, early stopping (``train.patience``), resume from
-``last.pt`` with the random state, and the run folder: ``config.yaml``, ``best.pt``, ``last.pt``,
-``checkpoints/epoch_XXXX.pt`` (every ``train.checkpoint_every`` epochs), ``averaged.pt``
-(``average=True``), ``log.csv`` (one row per epoch, epochs counted from 0, every loss term, the
-validation metrics, lr, time_s) and ``curves.png`` (redrawn every epoch). Only rank 0 writes.
-Batches are this rank's share (`util.distributed.shard_indices`) of one seeded permutation per
-epoch; each batch carries ``index`` (the dataset indices of its items). Progress bars show only
-on rank 0 and only when stderr is a terminal.
+A task's ``train.py`` resolves its config, loads its data and passes ``build() -> model``,
+``step(model, batch, epoch) -> (loss, {term: float})`` and ``score(model, val_set, info) -> {name: value}``
+(reduced over ranks; ``monitor`` names the one for early stopping and ``best.pt``). `fit` owns
+seeding (``seed + rank``; the weights from ``manual_seed(seed)`` on every rank), the DDP wrap, Adam,
+the scheduler (StepLR every ``train.lr_step_epochs``, or halving on a plateau with
+``train.lr_decay_patience``), clipping, the non-finite guard, early stopping, resume with the random
+state, and the run folder (rank 0 only): config.yaml, best.pt, last.pt, checkpoints/epoch_XXXX.pt,
+averaged.pt, log.csv (epochs from 0, ``loss_<term>``, the scores, lr, time_s) and curves.png.
+Batches are this rank's share of one seeded permutation per epoch, each with ``index`` (dataset
+indices); progress bars show on rank 0 when stderr is a terminal.
 """
 from __future__ import annotations
 
