@@ -202,6 +202,14 @@ def write_and_print(report: dict, out: str | Path, plot: str | Path | None = Non
           f"{report['failures']['pesq']['model']['count']}")
 
 
+def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--out``, ``--plot`` and ``--no-progress``, shared with `speaker_extraction.evaluate`."""
+    parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
+    parser.add_argument("--plot", help="optional PNG of the per-subject score distributions")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Score EEG-guided speaker extraction (SI-SDR, SI-SDRi, PESQ nb, STOI) on wav files matched by "
@@ -209,10 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--estimates", required=True, help="folder of estimate wavs")
     parser.add_argument("--references", required=True, help="folder of reference (target talker) wavs, same names")
     parser.add_argument("--mixtures", required=True, help="folder of mixture wavs, same names")
-    parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
-    parser.add_argument("--plot", help="optional PNG of the per-subject score distributions")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser
+    return add_report_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.speaker_extraction import build_report, score_window, write_and_print
+from evaluation.speaker_extraction import add_report_arguments, build_report, score_window, write_and_print
 from util.errors import EEGKitError, run_cli
 
 
@@ -107,10 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: the run's train.threads, else torch's)")
-    parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
-    parser.add_argument("--plot", help="optional PNG of the per-subject score distributions")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser
+    return add_report_arguments(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
