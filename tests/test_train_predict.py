@@ -86,6 +86,13 @@ def test_resume_continues_from_last_epoch(linear_run, task2_dataset, tmp_path):
     state = load_checkpoint(run / "last.pt")
     assert state["extra"]["epoch"] == 2
     assert state["scheduler"]["last_epoch"] == 3  # three scheduler steps in total, not restarted
+    # resuming (model, optimizer, scheduler, random state) is bit-identical to training straight through
+    straight = tmp_path / "straight"
+    train(LINEAR_CONFIG, task2_dataset, straight, epochs=3, say=lambda message: None)
+    straight_state = load_checkpoint(straight / "last.pt")
+    for name, weight in straight_state["model"].items():
+        assert torch.equal(weight, state["model"][name]), name
+    assert (straight / "log.csv").read_text().splitlines()[-1].split(",")[:-1] == after[-1].split(",")[:-1]
 
 
 def _direct_score(run: Path, test_dir: Path, labels_dir: Path) -> float:
