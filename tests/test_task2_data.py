@@ -1,4 +1,4 @@
-"""Tests for util.split_data and util.stimulus_targets on tiny hand-made split_data folders."""
+"""Tests for task2_regression.data and task2_regression.stimulus_targets on tiny hand-made split_data folders."""
 from __future__ import annotations
 
 import numpy as np
