@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -29,6 +28,7 @@ from evaluation.task2 import format_report, pearson_per_band, score
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
 from util.features import FS_TASK2
+from util.windowing import seconds_to_samples
 
 FS = FS_TASK2
 
@@ -52,7 +52,7 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
     model, cfg = load_run_model(run_dir, checkpoint)
     target = cfg.get("target", "mel")
     normalize = cfg.get("data", {}).get("normalize", "recording")
-    segment = int(round(float(segment_s) * FS))
+    segment = seconds_to_samples(float(segment_s), FS)
     if segment < 16:
         raise EEGKitError(f"--segment-s {segment_s}: too short (need at least 16 frames)")
     recordings = load_recordings(data_dir, split, features=("eeg", target), normalize=normalize)
