@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO))
 
 # model name -> (config, overrides). The challenge's linear config uses batch 64 of 60-s windows,
 # i.e. only 2 steps per epoch on the demo's ~1 hour of data; batch 8 converges in ~20 epochs.
@@ -53,7 +52,7 @@ def task2(args: argparse.Namespace) -> None:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     if not (data / "test_set").is_dir():
-        run([sys.executable, "-m", "util.synthetic", "task2", "--out", str(data), "--seed", str(args.seed)]
+        run([sys.executable, "-m", "synthetic", "task2", "--out", str(data), "--seed", str(args.seed)]
             + (["--subjects", str(args.subjects)] if args.subjects else [])
             + (["--minutes", str(args.minutes)] if args.minutes else []))
     test_set = data / "test_set" / "TASK2_regression"
@@ -64,9 +63,9 @@ def task2(args: argparse.Namespace) -> None:
         submissions, report = out / "submissions" / name, out / "reports" / f"{name}.json"
         overrides = config_overrides + ([f"train.epochs={args.epochs}"] if args.epochs else [])
         if not (run_dir / "best.pt").is_file():
-            run([sys.executable, "task2_regression/train.py", "--config", config, "--data", str(data),
+            run([sys.executable, "-m", "task2_regression.train", "--config", config, "--data", str(data),
                  "--out", str(run_dir)] + overrides)
-        run([sys.executable, "task2_regression/predict.py", "--run", str(run_dir), "--test-set", str(test_set),
+        run([sys.executable, "-m", "task2_regression.predict", "--run", str(run_dir), "--test-set", str(test_set),
              "--out", str(predictions)])
         shutil.rmtree(submissions, ignore_errors=True)
         run([sys.executable, "submit.py", "--task", "2", "--predictions", str(predictions), "--test-set",
@@ -77,7 +76,7 @@ def task2(args: argparse.Namespace) -> None:
         within = out / "reports" / f"{name}_within_subject.json"
         # the synthetic recordings are 4 min long, so their test parts (last 10 %) hold 24 s:
         # score within-subject on 20-s segments (30 s on real SparrKULee recordings)
-        run([sys.executable, "-m", "evaluation.task2_within_subject", "--run", str(run_dir), "--data", str(data),
+        run([sys.executable, "-m", "task2_regression.evaluate", "--run", str(run_dir), "--data", str(data),
              "--segment-s", str(WITHIN_SEGMENT_S), "--out", str(within)])
         held_out, within_report = json.loads(report.read_text()), json.loads(within.read_text())
         rows.append((name, held_out, within_report, zip_path))
@@ -147,23 +146,23 @@ def speaker_extraction(args: argparse.Namespace) -> None:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     if not any(data.glob("S*.mat")):
-        run([sys.executable, "-m", "util.synthetic", "kul", "--out", str(data), "--seed", str(args.seed)]
+        run([sys.executable, "-m", "synthetic", "kul", "--out", str(data), "--seed", str(args.seed)]
             + (["--subjects", str(args.subjects)] if args.subjects else [])
             + (["--minutes", str(args.minutes)] if args.minutes else []))
     run_dir = out / "runs" / "neurospex_small"
     overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
     if not (run_dir / "best.pt").is_file():
-        run([sys.executable, "speaker_extraction/train.py", "--config", "speaker_extraction/configs/neurospex_small.yaml",
+        run([sys.executable, "-m", "speaker_extraction.train", "--config", "speaker_extraction/configs/neurospex_small.yaml",
              "--data", str(data), "--out", str(run_dir)] + overrides)
     reports = {}
     for label, extra in (("neurospex_small", []), ("shuffled_eeg", ["--shuffle-eeg"])):
         report = out / "reports" / f"{label}.json"
-        run([sys.executable, "-m", "evaluation.speaker_extraction", "--run", str(run_dir), "--data", str(data),
+        run([sys.executable, "-m", "speaker_extraction.evaluate", "--run", str(run_dir), "--data", str(data),
              "--split", "test", "--out", str(report), "--plot", str(report.with_suffix(".png"))] + extra)
         reports[label] = json.loads(report.read_text())
     # stimulus-reconstruction AAD (ridge backward decoder) on the same held-out trials, for comparison
     aad_dir = out / "reports" / "aad_ridge"
-    run([sys.executable, "-m", "speaker_extraction.aad", "--data", str(data), "--model", "ridge",
+    run([sys.executable, "-m", "speaker_extraction.experiments.aad", "--data", str(data), "--model", "ridge",
          "--split-from-run", str(run_dir), "--out", str(aad_dir), "--overwrite"])
     ridge = json.loads((aad_dir / "report.json").read_text())
     print("\nSpeaker extraction on synthetic KUL data (held-out trials; mean over 4-s windows)")

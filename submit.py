@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from evaluation.task2 import subject_of
+from evaluation.task2 import mapping_files, subject_of
 from util.atomic import atomic_write_bytes
 from util.errors import EEGKitError, run_cli
 
@@ -38,11 +38,7 @@ MAX_SUBMISSIONS = 2
 
 def load_mappings(test_set_dir: Path) -> dict[str, tuple[Path, list[str]]]:
     """{subject: (mapping file, [segment ids])} from every sub-XXX_mapping.json of the test set."""
-    if not test_set_dir.is_dir():
-        raise EEGKitError(f"{test_set_dir}: test set folder not found")
-    files = sorted(test_set_dir.glob("*_mapping.json"))
-    if not files:
-        raise EEGKitError(f"{test_set_dir}: no *_mapping.json files (expected DATA/test_set/TASK2_regression)")
+    files = mapping_files(test_set_dir)
     mappings: dict[str, tuple[Path, list[str]]] = {}
     for file in files:
         try:

@@ -137,7 +137,8 @@ def run_worker(config: str, mode: str, threads: int, args: argparse.Namespace) -
 
 
 def parameter_table(configs: Sequence[str]) -> list[str]:
-    from speaker_extraction.models import build_model, count_parameters
+    from speaker_extraction.models import build_model
+    from util.training import count_parameters
 
     lines = [f"{'config':<24}{'adc_blocks':>11}{'params':>12}"]
     for name in configs:

@@ -109,7 +109,9 @@ def score_test_set(data_dir: Path, weights: np.ndarray, lags: np.ndarray, mismat
     """Challenge metric on test_set/: (mean over subjects, per-subject dict, per-band mean (10,))."""
     test_dir = data_dir / "test_set" / "TASK2_regression"
     segments = []  # (subject, eeg (1920, 64), label (1920, 10))
-    for mapping_path in sorted(test_dir.glob("*_mapping.json")):
+    from evaluation.task2 import mapping_files
+
+    for mapping_path in mapping_files(test_dir):
         sid = mapping_path.name.split("_")[0]
         mapping = json.loads(mapping_path.read_text())
         labels = json.loads((data_dir / "test_set" / "labels" / f"{sid}.json").read_text())
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
         runs = [("given", args.data)]
         tmp = None
     else:
-        from util.synthetic_task2 import DEFAULT_SNR_DB, generate
+        from synthetic.task2 import DEFAULT_SNR_DB, generate
 
         tmp = tempfile.TemporaryDirectory(prefix="eegkit_calib_")
         runs = []

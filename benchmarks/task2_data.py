@@ -5,7 +5,7 @@ float32, mel (T, 10), envelope (T, 1); 80/10/10 train/val/test parts) is
 written, and the 10x one replicates its files under new subject names. Each
 measurement runs in a fresh subprocess whose peak RSS (``ru_maxrss``) is
 reported beside its RSS right after imports, so the figures are side by side
-in one run. Loader rows: ``util.split_data.load_recordings`` (train split,
+in one run. Loader rows: ``task2_regression.data.load_recordings`` (train split,
 train-part statistics, NaN check) + ``util.windowing.FixedWindows`` (5-s windows,
 1-s hop) through a shuffling ``DataLoader`` (batch 64). ``naive`` rows load every
 array fully with ``np.load`` for contrast (what the lazy loader avoids).
@@ -71,7 +71,7 @@ def child(split_dir: Path, mode: str, max_windows: int, batch_size: int) -> dict
     import torch
     from torch.utils.data import DataLoader
 
-    from util.split_data import load_recordings
+    from task2_regression.data import load_recordings
     from util.windowing import FixedWindows
 
     torch.manual_seed(0)

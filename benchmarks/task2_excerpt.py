@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from util.errors import EEGKitError, run_cli
-from util.split_data import FS_TASK2
+from util.features import FS_TASK2
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sparrkulee_excerpt"
 N_TAPS = 26  # 0-400 ms at 64 Hz
@@ -76,7 +76,7 @@ def split_halves(eeg: np.ndarray, envelope: np.ndarray) -> tuple:
 def circular_null(prediction: np.ndarray, target: np.ndarray, n_shifts: int = 200, min_shift_s: float = 2.0,
                   seed: int = 0) -> np.ndarray:
     """r of ``prediction`` with ``target`` circularly shifted by random offsets (>= min_shift_s from 0)."""
-    from util.losses import pearson_np
+    from util.metrics import pearson_np
 
     rng = np.random.default_rng(seed)
     min_shift = int(min_shift_s * FS_TASK2)
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     parser.add_argument("--shifts", type=int, default=200, help="number of circular shifts for the null (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="seed for VLAAI training and null shifts (default 0)")
     args = parser.parse_args(argv)
-    from util.losses import pearson_np
+    from util.metrics import pearson_np
 
     data = load_excerpt(args.data)
     print(f"{'subject':<9} {'model':<6} {'r_test':>7} {'null_mean':>10} {'null_p95':>9} {'note'}")

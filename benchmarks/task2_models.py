@@ -40,8 +40,6 @@ import yaml
 from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 CONFIG_DIR = REPO / "task2_regression" / "configs"
 DEFAULT_CONFIGS = ["linear", "vlaai", "vlaai_small", "dprnn_small", "cat_wavenet_small", "cat_wavenet"]

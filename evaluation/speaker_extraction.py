@@ -1,11 +1,7 @@
 """Evaluate EEG-guided speaker extraction: SI-SDR, SI-SDRi, PESQ (nb, 8 kHz), STOI.
 
-Model mode (windows of a KUL-format dataset split, the split rule stored in the run):
-
-    python -m evaluation.speaker_extraction --run RUN --data DIR [--split test] --out report.json \
-        [--plot report.png] [--shuffle-eeg]
-
-File mode (wav files produced elsewhere, matched by file name):
+A trained run is scored on a dataset split by `speaker_extraction.evaluate`, which uses the
+functions here. File mode (wav files produced elsewhere, matched by file name):
 
     python -m evaluation.speaker_extraction --estimates EST_DIR --references REF_DIR --mixtures MIX_DIR \
         --out report.json [--plot report.png]
@@ -16,36 +12,29 @@ row: SI-SDRi 0 by definition), and the windows where PESQ or STOI could not be
 computed, counted by reason (the run never crashes on them).
 
 Attention decoding (``../shared/reference/aad.md``), when the competing talker is
-known (model mode; file mode with ``--interferers``):
+known (`speaker_extraction.evaluate`; file mode with ``--interferers``):
 
 - **speaker confusion**: a window is confused when SI-SDR(estimate, unattended)
   > SI-SDR(estimate, attended); ``confusion_rate`` is the fraction of confused
   windows (overall, per subject, and for the mixture: ~0.5 by construction);
-- **extraction-derived AAD accuracy** (model mode): the model runs over each
-  whole held-out trial (overlap-add, as ``predict.py``), the output is cut into
-  non-overlapping decision windows of 1, 2, 5, 10, 20, 30 and 60 s (those that
-  fit in a trial), and accuracy(tau) = 1 - confusion rate at tau. It is scored
-  by ``evaluation.aad`` (Clopper-Pearson CI, significance threshold, MESD) with
-  the two SI-SDRs as the decision statistics, so it sits beside the
-  stimulus-reconstruction accuracy of ``python -m speaker_extraction.aad``.
-``--shuffle-eeg`` is the shuffled-EEG control: every window gets the EEG of a
-window from another trial (same subject where possible, seeded).
+- **extraction-derived AAD accuracy**: `decision_windows` cuts a whole-trial
+  extraction into non-overlapping decision windows (1, 2, 5, 10, 20, 30, 60 s,
+  those that fit), and `extraction_aad` scores them with `evaluation.aad`
+  (accuracy = 1 - confusion rate, Clopper-Pearson CI, significance threshold,
+  MESD), the two SI-SDRs being the decision statistics; so it sits beside the
+  stimulus-reconstruction accuracy of ``python -m speaker_extraction.experiments.aad``.
 
-Library API: `evaluate_run(run, data_dir, split, shuffle_eeg, ...) -> report`,
-`evaluate_files(estimates, references, mixtures, interferers=None) -> report`,
-`score_window(...)`, `summarise(rows)`, `decision_windows(...)`, `extraction_aad(rows)`,
-`plot_report(report, path)`.
+Library API: `evaluate_files(estimates, references, mixtures, interferers=None) -> report`,
+`score_window(...)`, `summarise(rows)`, `build_report(rows, meta)`, `decision_windows(...)`,
+`extraction_aad(rows)`, `parse_windows(text)`, `plot_report(report, path)`, `write_and_print(report, out, plot)`.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from tqdm import tqdm
@@ -53,6 +42,7 @@ from tqdm import tqdm
 from evaluation.speech_metrics import pesq_nb, si_sdr, stoi_score
 from util.atomic import atomic_savefig, atomic_write_json
 from util.errors import EEGKitError, run_cli
+from util.features import load_audio
 
 METRICS = ("si_sdr", "si_sdri", "pesq", "stoi")
 PESQ_FS = 8000
@@ -177,132 +167,14 @@ def build_report(rows: list[dict], meta: dict) -> dict:
     }
 
 
-def shuffled_sources(keys: list[tuple], n_windows: int | None = None, seed: int = 0) -> list[int]:
-    """For each of the first ``n_windows`` windows, the index (into ``keys``) of a window from another trial.
-
-    ``keys`` are the (subject, trial) of every window of the split; a window from
-    another trial of the same subject is preferred, else any other trial (seeded).
-    """
-    rng = np.random.default_rng(seed)
-    keys = [tuple(k) for k in keys]
-    n_windows = len(keys) if n_windows is None else n_windows
-    sources = []
-    for subject, trial in keys[:n_windows]:
-        same_subject = [j for j, (s, t) in enumerate(keys) if s == subject and t != trial]
-        other = same_subject or [j for j, (s, t) in enumerate(keys) if (s, t) != (subject, trial)]
-        if not other:
-            raise EEGKitError(f"--shuffle-eeg: the split has only one trial (S{subject} trial {trial}); "
-                              f"no other trial's EEG to use")
-        sources.append(int(other[rng.integers(len(other))]))
-    return sources
-
-
-def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shuffle_eeg: bool = False,
-                 batch_size: int = 8, max_windows: int = 0, seed: int = 0, progress: bool = True,
-                 device: str = "cpu", threads: int | None = None,
-                 aad_windows: Sequence[float] | None = AAD_WINDOWS_S) -> dict:
-    """Run the model of RUN on the split's windows and score every window (see module docstring).
-
-    ``aad_windows``: decision-window lengths (s) of the extraction-derived AAD on whole trials
-    (report key ``extraction_aad``); empty or None skips it.
-    """
-    import torch
-
-    from speaker_extraction.data import build_datasets
-    from speaker_extraction.predict import load_run, resolve_checkpoint
-    from speaker_extraction.train import resolve_config
-
-    checkpoint = resolve_checkpoint(run)
-    model, config = load_run(checkpoint, device=device)
-    config = resolve_config(config)
-    if threads is None:
-        threads = int(config["train"].get("threads", 0))  # the run's own setting
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if not Path(data_dir).is_dir():
-        raise EEGKitError(f"{data_dir}: dataset folder not found")
-    corpus, datasets = build_datasets(data_dir, config["data"], progress=progress)
-    if split not in datasets:
-        raise EEGKitError(f"{data_dir}: unknown split {split!r} (train, val, test)")
-    dataset = datasets[split]
-    n_windows = len(dataset) if max_windows <= 0 else min(len(dataset), max_windows)
-    if n_windows == 0:
-        raise EEGKitError(f"{data_dir}: the {split} split has no windows")
-    keys = [dataset.records[record_index].key for record_index, _ in dataset.index]  # every window of the split
-    sources = shuffled_sources(keys, n_windows, seed) if shuffle_eeg else list(range(n_windows))
-    rows = []
-    for begin in tqdm(range(0, n_windows, batch_size), desc=f"evaluate {split}", unit="batch", disable=not progress):
-        indices = list(range(begin, min(begin + batch_size, n_windows)))
-        items = [dataset[i] for i in indices]
-        mixture = torch.stack([item["mixture"] for item in items])  # (batch, samples)
-        eeg = torch.stack([dataset[sources[i]]["eeg"] if shuffle_eeg else items[k]["eeg"]
-                           for k, i in enumerate(indices)])  # (batch, time, C)
-        with torch.no_grad():
-            estimate = model(mixture.to(device), eeg.to(device)).cpu().numpy().astype(np.float64)  # (batch, samples)
-        for k, item in enumerate(items):
-            row = {"subject": int(item["subject"]), "trial": int(item["trial"]), "window": int(item["window"])}
-            if shuffle_eeg:
-                row["eeg_from"] = list(keys[sources[indices[k]]])
-            row.update(score_window(estimate[k], item["target"].numpy().astype(np.float64),
-                                    item["mixture"].numpy().astype(np.float64), corpus.fs_audio,
-                                    interferer=item["interferer"].numpy().astype(np.float64)))
-            rows.append(row)
-    meta = {"mode": "model", "run": str(run), "checkpoint": str(checkpoint), "data": str(data_dir), "split": split,
-            "shuffle_eeg": bool(shuffle_eeg), "fs": corpus.fs_audio, "window_s": float(config["data"]["window_s"])}
-    report = build_report(rows, meta)
-    if aad_windows:
-        trial_keys = sorted({tuple(key) for key in keys})
-        report["extraction_aad"] = trial_aad(model, config, corpus, trial_keys, aad_windows, shuffle_eeg, seed,
-                                             device, progress)
-    return report
-
-
-def trial_aad(model, config: dict, corpus, trial_keys: list[tuple], windows_s: Sequence[float],
-              shuffle_eeg: bool = False, seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
-    """Extraction-derived AAD on whole trials: extract each trial (overlap-add over training-length
-    windows), cut decision windows, score with `extraction_aad`. With ``shuffle_eeg`` every trial gets
-    the EEG of another trial (same subject where possible; cut or edge-padded to length)."""
-    from speaker_extraction.predict import extract_long
-
-    sources = shuffled_sources(trial_keys, seed=seed) if shuffle_eeg else list(range(len(trial_keys)))
-    rows = []
-    for k, (subject, trial) in enumerate(tqdm(trial_keys, desc="extract trials", unit="trial", disable=not progress)):
-        arrays = corpus.trial_arrays(subject, trial)
-        eeg = arrays["eeg"] if not shuffle_eeg else corpus.trial_arrays(*trial_keys[sources[k]])["eeg"]
-        n_eeg = arrays["eeg"].shape[0]
-        if eeg.shape[0] < n_eeg:  # another trial's EEG, edge-padded to this trial's length
-            eeg = np.concatenate([eeg, np.repeat(eeg[-1:], n_eeg - eeg.shape[0], axis=0)])
-        estimate = extract_long(model, arrays["mixture"], np.ascontiguousarray(eeg[:n_eeg]), config,
-                                device=device).astype(np.float64)  # (samples,)
-        for row in decision_windows(estimate, arrays["target"].astype(np.float64),
-                                    arrays["interferer"].astype(np.float64), corpus.fs_audio, windows_s):
-            rows.append({"subject": f"S{subject}", "trial": int(trial), **row})
-    skipped = [w for w in windows_s if not any(row["window_s"] == float(w) for row in rows)]
-    report = extraction_aad(rows)
-    report.update(windows=rows, windows_s=[float(w) for w in windows_s],
-                  skipped_windows_s=[float(w) for w in skipped])
-    return report
-
-
 def _read_wav_folder(folder: str | Path, role: str) -> dict[str, tuple[int, np.ndarray]]:
-    import scipy.io.wavfile
-
     folder = Path(folder)
     if not folder.is_dir():
         raise EEGKitError(f"{folder}: {role} folder not found")
     files = {}
     for path in sorted(folder.glob("*.wav")):
-        try:
-            fs, data = scipy.io.wavfile.read(path)
-        except (ValueError, OSError) as error:
-            raise EEGKitError(f"{path}: not a readable wav file ({str(error).splitlines()[0]})") from None
-        if np.issubdtype(data.dtype, np.integer):
-            audio = data.astype(np.float64) / float(np.iinfo(data.dtype).max)
-        else:
-            audio = data.astype(np.float64)
-        if audio.ndim == 2:
-            audio = audio.mean(axis=1)
-        files[path.name] = (int(fs), audio)
+        audio, fs = load_audio(path, np.float64)  # (samples,) mono
+        files[path.name] = (fs, audio)
     if not files:
         raise EEGKitError(f"{folder}: no .wav files in the {role} folder")
     return files
@@ -405,61 +277,11 @@ def plot_report(report: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Score EEG-guided speaker extraction (SI-SDR, SI-SDRi, PESQ nb, STOI) on a dataset split "
-                    "with a trained run, or on wav files produced elsewhere.")
-    parser.add_argument("--run", help="model mode: training run folder (best.pt, else last.pt) or checkpoint")
-    parser.add_argument("--data", help="model mode: KUL-format dataset folder")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"],
-                        help="model mode: which split's windows to score (default test)")
-    parser.add_argument("--shuffle-eeg", action="store_true",
-                        help="model mode: shuffled-EEG control, each window gets EEG from another trial")
-    parser.add_argument("--max-windows", type=int, default=0, help="model mode: score only the first N windows (0 = all)")
-    parser.add_argument("--batch-size", type=int, default=8, help="model mode: windows per model call (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the EEG shuffle (default 0)")
-    parser.add_argument("--device", default="cpu", help="model mode: torch device (default cpu)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="model mode: torch intra-op threads (default: the run's train.threads, else torch's)")
-    parser.add_argument("--estimates", help="file mode: folder of estimate wavs")
-    parser.add_argument("--references", help="file mode: folder of reference (target talker) wavs, same names")
-    parser.add_argument("--mixtures", help="file mode: folder of mixture wavs, same names")
-    parser.add_argument("--interferers", help="file mode (optional): folder of the unattended talker's wavs, same "
-                                              "names; adds the speaker-confusion rate")
-    parser.add_argument("--aad-windows", default=",".join(format(w, "g") for w in AAD_WINDOWS_S),
-                        help="model mode: decision-window lengths in s for the extraction-derived AAD accuracy on "
-                             "whole trials (default %(default)s; windows longer than a trial are skipped)")
-    parser.add_argument("--no-aad", action="store_true",
-                        help="model mode: skip the whole-trial extraction-derived AAD (speaker confusion per "
-                             "training window is still reported)")
-    parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
-    parser.add_argument("--plot", help="optional PNG of the per-subject score distributions")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    file_mode = any(x is not None for x in (args.estimates, args.references, args.mixtures))
-    if file_mode:
-        if args.run or args.data or args.shuffle_eeg:
-            raise EEGKitError("arguments: use either --run/--data (model mode) or --estimates/--references/--mixtures")
-        if None in (args.estimates, args.references, args.mixtures):
-            raise EEGKitError("arguments: file mode needs all of --estimates, --references and --mixtures")
-        report = evaluate_files(args.estimates, args.references, args.mixtures, args.interferers,
-                                progress=not args.no_progress)
-    else:
-        if not args.run or not args.data:
-            raise EEGKitError("arguments: model mode needs --run and --data (or use file mode --estimates ...)")
-        if args.interferers:
-            raise EEGKitError("--interferers: only in file mode (model mode knows the competing talker)")
-        aad_windows = () if args.no_aad else parse_windows(args.aad_windows)
-        report = evaluate_run(args.run, args.data, args.split, args.shuffle_eeg, args.batch_size, args.max_windows,
-                              args.seed, progress=not args.no_progress, device=args.device, threads=args.threads,
-                              aad_windows=aad_windows)
-    if args.plot:
-        plot_report(report, args.plot)
-    atomic_write_json(args.out, report, indent=1)
+def write_and_print(report: dict, out: str | Path, plot: str | Path | None = None) -> None:
+    """Write the report JSON (and the optional plot) atomically and print the one-line summary."""
+    if plot:
+        plot_report(report, plot)
+    atomic_write_json(out, report, indent=1)
     overall, mixture = report["overall"], report["mixture"]
 
     def fmt(value, digits):
@@ -475,7 +297,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report.get("extraction_aad", {}).get("pooled"):
         print("extraction-derived AAD accuracy (whole held-out trials): " + ", ".join(
             f"{w} s {v['accuracy']:.3f} (n={v['n_windows']})" for w, v in report["extraction_aad"]["pooled"].items()))
-    return 0
 
 
 def parse_windows(text: str) -> list[float]:
@@ -487,6 +308,34 @@ def parse_windows(text: str) -> list[float]:
     if not windows or not all(np.isfinite(w) and w > 0 for w in windows):
         raise EEGKitError(f"--aad-windows: window lengths must be positive and finite, got {text!r}")
     return windows
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--out``, ``--plot`` and ``--no-progress``, shared with `speaker_extraction.evaluate`."""
+    parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
+    parser.add_argument("--plot", help="optional PNG of the per-subject score distributions")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Score EEG-guided speaker extraction (SI-SDR, SI-SDRi, PESQ nb, STOI) on wav files matched by "
+                    "name (to score a trained run on a dataset split: python -m speaker_extraction.evaluate).")
+    parser.add_argument("--estimates", required=True, help="folder of estimate wavs")
+    parser.add_argument("--references", required=True, help="folder of reference (target talker) wavs, same names")
+    parser.add_argument("--mixtures", required=True, help="folder of mixture wavs, same names")
+    parser.add_argument("--interferers", help="optional folder of the unattended talker's wavs, same names; adds "
+                                              "the speaker-confusion rate")
+    return add_report_arguments(parser)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = evaluate_files(args.estimates, args.references, args.mixtures, args.interferers,
+                            progress=not args.no_progress)
+    write_and_print(report, args.out, args.plot)
+    return 0
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ import warnings
 import numpy as np
 
 from util.errors import EEGKitError
+from util.metrics import si_sdr_np
 
-EPS = 1e-8
+
 PESQ_MIN_SECONDS = 0.85  # the pesq library raises BufferTooShortError below about this length
 PESQ_RATES = (8000, 16000)
 
@@ -48,13 +49,7 @@ def si_sdr(estimate, reference, zero_mean: bool = True) -> float:
     estimate = _as_signal(estimate, "estimate")
     reference = _as_signal(reference, "reference")
     _check_same_length(estimate, reference, "estimate", "reference")
-    if zero_mean:
-        estimate = estimate - estimate.mean()
-        reference = reference - reference.mean()
-    alpha = np.dot(estimate, reference) / (np.dot(reference, reference) + EPS)
-    target = alpha * reference  # (time,)
-    residual = estimate - target  # (time,)
-    return float(10.0 * np.log10((np.dot(target, target) + EPS) / (np.dot(residual, residual) + EPS)))
+    return si_sdr_np(estimate, reference, zero_mean)
 
 
 def si_sdri(estimate, reference, mixture, zero_mean: bool = True) -> float:

@@ -32,19 +32,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from util.errors import EEGKitError, run_cli
+from util.metrics import pearson_np
 
 
 # ----------------------------------------------------------------------------- maths
 def pearson_per_band(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
     """Pearson r over time per band; pred/label (time, bands) -> (bands,). Constant series -> 0."""
-    pred = np.asarray(pred, dtype=np.float64)
-    label = np.asarray(label, dtype=np.float64)
-    pred_c = pred - pred.mean(axis=0)
-    label_c = label - label.mean(axis=0)
-    denom = np.sqrt((pred_c**2).sum(axis=0) * (label_c**2).sum(axis=0))
-    safe = np.where(denom > 0, denom, 1.0)
-    r = np.where(denom > 0, (pred_c * label_c).sum(axis=0) / safe, 0.0)
-    return np.clip(r, -1.0, 1.0)
+    return np.clip(pearson_np(pred, label), -1.0, 1.0)
 
 
 def fit_length(pred: np.ndarray, n_frames: int) -> np.ndarray:
@@ -163,6 +157,20 @@ def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
         except zipfile.BadZipFile:
             raise EEGKitError(f"{path}: not a folder nor a valid zip file") from None
     return merged
+
+
+MAPPING_GLOB = "sub-*_mapping.json"  # the test set's one mapping file per subject
+
+
+def mapping_files(test_dir) -> list[Path]:
+    """The test set's ``sub-XXX_mapping.json`` files, sorted (the one glob of the kit for them)."""
+    test_dir = Path(test_dir)
+    if not test_dir.is_dir():
+        raise EEGKitError(f"{test_dir}: test set folder not found")
+    files = sorted(test_dir.glob(MAPPING_GLOB))
+    if not files:
+        raise EEGKitError(f"{test_dir}: no sub-XXX_mapping.json files found (expected DATA/test_set/TASK2_regression)")
+    return files
 
 
 def subject_of(file: Path) -> str:

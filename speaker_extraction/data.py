@@ -44,14 +44,13 @@ then every trial's filtered EEG is saved as ``.npy`` (atomic) and later
 memory-mapped; stimuli are cached as 8-kHz ``.npy`` and memory-mapped. Open
 memory maps are kept in a small LRU over subjects (``subject_cache``).
 
-Public API: ``load_data_config``, ``DEFAULT_CONFIG``, ``KULCorpus``,
+Public API: ``load_data_config``, ``data_defaults``, ``KULCorpus``,
 ``TrialRecord``, ``KULWindows`` (torch Dataset), ``split_by_trial``,
 ``split_leave_one_subject_out``, ``make_split``, ``split_table``,
 ``build_datasets``, ``bandpass_eeg``, ``zscore_per_channel``.
 """
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections import OrderedDict
@@ -61,7 +60,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import scipy.io.wavfile
 import scipy.signal
 import torch
 from torch.utils.data import Dataset
@@ -69,37 +67,29 @@ from tqdm import tqdm
 
 from speaker_extraction.kul_format import BIOSEMI64, N_CHANNELS, read_subject_mat
 from util.atomic import atomic_save_npy, atomic_write_json
-from util.config import apply_overrides, load_config
+from util.config import apply_overrides, load_config, load_defaults
 from util.errors import EEGKitError
+from util.features import load_audio
 
 __all__ = [
-    "DEFAULT_CONFIG", "load_data_config", "TrialRecord", "KULCorpus", "KULWindows", "split_by_trial",
+    "data_defaults", "load_data_config", "TrialRecord", "KULCorpus", "KULWindows", "split_by_trial",
     "split_leave_one_subject_out", "make_split", "split_table", "build_datasets", "bandpass_eeg",
     "zscore_per_channel",
 ]
 
 CACHE_VERSION = 1
 
-DEFAULT_CONFIG: dict = {
-    "fs_eeg": 128,              # EEG rate of the dataset (checked against FileHeader.SampleRate)
-    "fs_audio": 8000,           # audio rate after resampling
-    "band": [1.0, 32.0],        # EEG band-pass in Hz; null = no filtering
-    "filter_order": 4,          # Butterworth order (applied forward and backward)
-    "channels": None,           # null = all 64; else a list of channel names or 0-based indices
-    "window_s": 4.0,            # window length (s): 512 EEG / 32000 audio samples
-    "hop_s": 4.0,               # hop between windows (s)
-    "include_repetitions": False,
-    "normalize": "trial",       # trial | none
-    "mix_scope": "trial",       # trial | window (where the 0-dB equal-RMS scaling is computed)
-    "level_rms": 0.05,          # RMS of each talker after scaling
-    "subject_cache": 2,         # subjects whose memory maps stay open
-    "split": {"protocol": "trial", "val_trials": 1, "test_trials": 1, "test_subject": None, "seed": 0},
-}
+DEFAULTS_PATH = Path(__file__).resolve().parent / "configs" / "defaults.yaml"
+
+
+def data_defaults() -> dict:
+    """The ``data:`` defaults of ``configs/defaults.yaml`` (the one place they live)."""
+    return load_defaults(DEFAULTS_PATH)["data"]
 
 
 def load_data_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
-    """DEFAULT_CONFIG updated with a YAML file (optional) and ``key=value`` overrides."""
-    config = copy.deepcopy(DEFAULT_CONFIG)
+    """The data defaults updated with a YAML file (optional) and ``key=value`` overrides."""
+    config = data_defaults()
     if path is not None:
         loaded = load_config(path)
         loaded = loaded.get("data", loaded)
@@ -139,23 +129,6 @@ def zscore_per_channel(eeg: np.ndarray, eps: float = 1e-8) -> np.ndarray:
 
 def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
-
-
-def _read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float64 audio in [-1, 1] and its rate."""
-    try:
-        fs, audio = scipy.io.wavfile.read(str(path))
-    except Exception as error:
-        raise EEGKitError(f"{path}: cannot read wav ({str(error).splitlines()[0] if str(error) else error})") from None
-    if audio.dtype.kind == "i":
-        audio = audio.astype(np.float64) / float(np.iinfo(audio.dtype).max + 1)
-    elif audio.dtype.kind == "u":
-        audio = (audio.astype(np.float64) - 128.0) / 128.0
-    else:
-        audio = audio.astype(np.float64)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    return audio, int(fs)
 
 
 _STIM_RE = re.compile(r"^(?P<prefix>.*?)part(?P<part>\d+)_track(?P<track>\d+)_(?P<kind>dry|hrtf)(?P<suffix>.*)$",
@@ -353,7 +326,7 @@ class KULCorpus:
                     return cache_path
             except ValueError:
                 pass
-        audio, fs = _read_wav(wav_path)  # (samples,)
+        audio, fs = load_audio(wav_path, np.float64)  # (samples,)
         ratio = Fraction(self.fs_audio, fs)
         if ratio != 1:
             audio = scipy.signal.resample_poly(audio, ratio.numerator, ratio.denominator)
@@ -473,7 +446,7 @@ class KULCorpus:
 
 
 def _with_defaults(config: dict) -> dict:
-    merged = copy.deepcopy(DEFAULT_CONFIG)
+    merged = data_defaults()
     _merge(merged, config.get("data", config) if isinstance(config.get("data"), dict) else config)
     return merged
 
@@ -516,7 +489,7 @@ def split_leave_one_subject_out(corpus: KULCorpus, test_subject: int, val_trials
 
 def make_split(corpus: KULCorpus, split_cfg: dict | None = None) -> dict[str, list[tuple[int, int]]]:
     """Dispatch on ``split_cfg['protocol']`` ('trial' | 'loso')."""
-    cfg = {**DEFAULT_CONFIG["split"], **(split_cfg or corpus.config.get("split", {}))}
+    cfg = {**data_defaults()["split"], **(split_cfg or corpus.config.get("split", {}))}
     if cfg["protocol"] == "trial":
         return split_by_trial(corpus, int(cfg["val_trials"]), int(cfg["test_trials"]), int(cfg["seed"]))
     if cfg["protocol"] == "loso":

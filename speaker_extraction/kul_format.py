@@ -18,7 +18,7 @@ wrapper is unwrapped.
 
 Public API: ``RawTrial`` (one trial, EEG time first ``(samples, 64)``),
 ``read_subject_mat(path) -> list[RawTrial]``,
-``write_subject_mat(path, trials)`` (atomic; used by ``util.synthetic_kul``),
+``write_subject_mat(path, trials)`` (atomic; used by ``synthetic.kul``),
 ``BIOSEMI64`` (channel labels used when writing).
 """
 from __future__ import annotations

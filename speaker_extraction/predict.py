@@ -1,15 +1,18 @@
 """Extract the attended talker from a mixture wav of any length using the listener's EEG.
 
-    python speaker_extraction/predict.py --run RUN --mixture MIX.wav --eeg EEG.npy --out OUT.wav
+    python -m speaker_extraction.predict --run RUN --mixture MIX.wav --eeg EEG.npy --out OUT.wav
 
 - RUN is a training run folder (``best.pt`` inside, else ``last.pt``) or a
   checkpoint file; the checkpoint holds the model and data config.
+- Every rate, window and preprocessing setting comes from the checkpoint's
+  (fully resolved) config: ``data.fs_audio`` (8 kHz by default), ``data.fs_eeg``
+  (128 Hz), ``data.window_s``, ``data.band``, ``data.normalize``, ``data.channels``.
 - MIX.wav: any sampling rate, mono or multi-channel (averaged to mono),
-  resampled to 8 kHz.
-- EEG.npy: ``(time, channels)`` at 128 Hz, raw (before the kit's EEG
+  resampled to ``data.fs_audio``.
+- EEG.npy: ``(time, channels)`` at ``data.fs_eeg``, raw (before the kit's EEG
   preprocessing); it must cover the same span as the audio (within
   ``--max-mismatch-s``); the small difference is cut or edge-padded.
-- The model runs on 4-s windows (the training window) with a 50 % hop; the
+- The model runs on windows of ``data.window_s`` (the training window) with a 50 % hop; the
   per-window estimates are cross-faded with strictly positive Hann weights and
   normalised by the summed weights (overlap-add). The end is zero-padded to a
   whole window and trimmed again, so the output has exactly the input length.
@@ -18,7 +21,7 @@
   window's mixture (RMS / sqrt 2; the sign that correlates with the mixture),
   because the scale-invariant SI-SDR loss leaves the output scale free. The
   output is limited to [-1, 1].
-- OUT.wav is written atomically at 8 kHz, float32 or 16-bit PCM (``--pcm16``).
+- OUT.wav is written atomically at ``data.fs_audio``, float32 or 16-bit PCM (``--pcm16``).
 
 Library API: `load_run(run) -> (model, config)`, `read_mixture_wav(path)`,
 `read_eeg_npy(path, n_channels)`, `match_eeg_length(eeg, n_audio, path, max_mismatch_s)`,
@@ -28,13 +31,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 from math import gcd
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # `python speaker_extraction/predict.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import scipy.io.wavfile
@@ -42,11 +42,8 @@ import torch
 from scipy.signal import resample_poly
 
 from util.atomic import atomic_write_bytes
-from util.config import get
 from util.errors import EEGKitError, run_cli
 
-AUDIO_FS = 8000
-EEG_FS = 128
 RAW_EEG_CHANNELS = 64  # BioSemi-64, before any channel selection of the run config
 
 
@@ -82,26 +79,14 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[torch
     return model, config
 
 
-def read_mixture_wav(path: str | Path, fs_out: int = AUDIO_FS) -> np.ndarray:
+def read_mixture_wav(path: str | Path, fs_out: int) -> np.ndarray:
     """Read a wav (any rate, int or float, any channels) as float32 mono at ``fs_out``: (samples,)."""
+    from util.features import load_audio
+
     path = Path(path)
     if not path.is_file():
         raise EEGKitError(f"{path}: mixture wav not found")
-    try:
-        fs_in, data = scipy.io.wavfile.read(path)
-    except (ValueError, OSError) as error:
-        raise EEGKitError(f"{path}: not a readable wav file ({str(error).splitlines()[0]})") from None
-    if np.issubdtype(data.dtype, np.integer):
-        if data.dtype == np.uint8:
-            audio = (data.astype(np.float64) - 128.0) / 128.0
-        else:
-            audio = data.astype(np.float64) / float(np.iinfo(data.dtype).max)
-    else:
-        audio = data.astype(np.float64)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)  # (samples,) mono
-    if audio.shape[0] == 0:
-        raise EEGKitError(f"{path}: wav file has no samples")
+    audio, fs_in = load_audio(path, np.float64)  # (samples,) mono
     if not np.all(np.isfinite(audio)):
         raise EEGKitError(f"{path}: wav contains NaN or Inf samples")
     if fs_in != fs_out:
@@ -131,8 +116,8 @@ def read_eeg_npy(path: str | Path, n_channels: int) -> np.ndarray:
     return eeg.astype(np.float32)
 
 
-def match_eeg_length(eeg: np.ndarray, n_audio: int, path: str | Path, max_mismatch_s: float = 1.0,
-                     audio_fs: int = AUDIO_FS, eeg_fs: int = EEG_FS) -> np.ndarray:
+def match_eeg_length(eeg: np.ndarray, n_audio: int, path: str | Path, max_mismatch_s: float,
+                     audio_fs: int, eeg_fs: int) -> np.ndarray:
     """Cut or edge-pad the EEG to the audio's span; error when they differ by more than ``max_mismatch_s``."""
     n_eeg = int(round(n_audio * eeg_fs / audio_fs))
     difference_s = (eeg.shape[0] - n_eeg) / eeg_fs
@@ -147,7 +132,7 @@ def match_eeg_length(eeg: np.ndarray, n_audio: int, path: str | Path, max_mismat
     return np.pad(eeg, ((0, n_eeg - eeg.shape[0]), (0, 0)), mode="edge")
 
 
-def preprocess_eeg(eeg: np.ndarray, config: dict, eeg_fs: int = EEG_FS) -> np.ndarray:
+def preprocess_eeg(eeg: np.ndarray, config: dict) -> np.ndarray:
     """The training EEG preprocessing: band-pass, per-channel z-score over the recording, channel subset.
 
     ``eeg`` (time, 64) raw -> (time, C) float32, using `speaker_extraction.data`'s
@@ -156,12 +141,11 @@ def preprocess_eeg(eeg: np.ndarray, config: dict, eeg_fs: int = EEG_FS) -> np.nd
     from speaker_extraction.data import bandpass_eeg, zscore_per_channel
     from speaker_extraction.kul_format import BIOSEMI64
 
-    data_cfg = config.get("data", {})
-    band = data_cfg.get("band", [1.0, 32.0])  # checkpoints store the resolved config (data.band)
-    eeg = bandpass_eeg(eeg, eeg_fs, band, int(data_cfg.get("filter_order", 4)))  # (time, 64)
-    if data_cfg.get("normalize", "trial") == "trial":
+    data_cfg = config["data"]  # checkpoints store the resolved config
+    eeg = bandpass_eeg(eeg, data_cfg["fs_eeg"], data_cfg["band"], int(data_cfg["filter_order"]))  # (time, 64)
+    if data_cfg["normalize"] == "trial":
         eeg = zscore_per_channel(eeg)
-    channels = data_cfg.get("channels")
+    channels = data_cfg["channels"]
     if channels is not None:
         lookup = {name.lower(): index for index, name in enumerate(BIOSEMI64)}
         index = [int(c) if isinstance(c, (int, np.integer)) else lookup[str(c).lower()] for c in channels]
@@ -188,28 +172,30 @@ def extract_long(model: torch.nn.Module, mixture: np.ndarray, eeg: np.ndarray, c
                  device: str | torch.device = "cpu") -> np.ndarray:
     """Run the model over a long mixture (samples,) with preprocessed EEG (time, C); returns (samples,).
 
-    ``eeg`` must already span the mixture (``round(samples * 128 / 8000)`` rows).
+    ``eeg`` must already span the mixture (``round(samples * fs_eeg / fs_audio)`` rows). Rates, window
+    and level come from ``config['data']`` (the checkpoint's resolved config).
     """
     from tqdm import tqdm
 
-    window_s = float(get(config, "data.window_s", 4.0))
-    audio_window = int(round(window_s * AUDIO_FS))
-    eeg_window = int(round(window_s * EEG_FS))
+    fs_audio, fs_eeg = int(config["data"]["fs_audio"]), int(config["data"]["fs_eeg"])
+    window_s = float(config["data"]["window_s"])
+    audio_window = int(round(window_s * fs_audio))
+    eeg_window = int(round(window_s * fs_eeg))
     hop_s = window_s * hop_fraction
-    # 8000 / 128 = 62.5 audio samples per EEG sample: an even EEG hop keeps both hops whole numbers.
-    hop_eeg = max(2, int(round(hop_s * EEG_FS)))
+    # e.g. 8000 / 128 = 62.5 audio samples per EEG sample: an even EEG hop keeps both hops whole numbers.
+    hop_eeg = max(2, int(round(hop_s * fs_eeg)))
     hop_eeg += hop_eeg % 2
-    hop_audio = hop_eeg * AUDIO_FS // EEG_FS
+    hop_audio = hop_eeg * fs_audio // fs_eeg
     n_samples = mixture.shape[0]
     starts = window_starts(n_samples, audio_window, hop_audio)
     padded_audio = starts[-1] + audio_window
     # The model saw mixtures of two talkers at level_rms each: bring the input to that level.
     mixture_rms = float(np.sqrt(np.mean(np.square(mixture, dtype=np.float64)))) if n_samples else 0.0
-    training_rms = float(get(config, "data.level_rms", 0.05)) * np.sqrt(2.0)
+    training_rms = float(config["data"]["level_rms"]) * np.sqrt(2.0)
     gain = training_rms / mixture_rms if mixture_rms > 1e-12 else 1.0
     mixture_padded = np.zeros(padded_audio, dtype=np.float32)  # (padded,)
     mixture_padded[:n_samples] = mixture * gain
-    padded_eeg = starts[-1] * EEG_FS // AUDIO_FS + eeg_window
+    padded_eeg = starts[-1] * fs_eeg // fs_audio + eeg_window
     eeg_padded = np.zeros((max(padded_eeg, eeg.shape[0]), eeg.shape[1]), dtype=np.float32)  # (time, C)
     eeg_padded[: eeg.shape[0]] = eeg
     if eeg.shape[0] < padded_eeg and eeg.shape[0] > 0:
@@ -221,7 +207,7 @@ def extract_long(model: torch.nn.Module, mixture: np.ndarray, eeg: np.ndarray, c
     for batch_starts in tqdm(batches, desc="extract", unit="batch", disable=not progress):
         mixture_batch = np.stack([mixture_padded[s:s + audio_window] for s in batch_starts])  # (batch, window)
         eeg_batch = np.stack(
-            [eeg_padded[s * EEG_FS // AUDIO_FS: s * EEG_FS // AUDIO_FS + eeg_window] for s in batch_starts]
+            [eeg_padded[s * fs_eeg // fs_audio: s * fs_eeg // fs_audio + eeg_window] for s in batch_starts]
         )  # (batch, eeg_window, C)
         estimate = model(torch.from_numpy(mixture_batch).to(device), torch.from_numpy(eeg_batch).to(device))
         estimate = estimate.detach().cpu().numpy().astype(np.float64)  # (batch, window)
@@ -247,7 +233,7 @@ def rescale_to_mixture(estimate: np.ndarray, mixture: np.ndarray) -> np.ndarray:
     return estimate * (sign * talker_rms / estimate_rms)
 
 
-def write_wav(path: str | Path, audio: np.ndarray, fs: int = AUDIO_FS, pcm16: bool = False) -> Path:
+def write_wav(path: str | Path, audio: np.ndarray, fs: int, pcm16: bool = False) -> Path:
     """Atomically write mono audio (samples,) clipped to [-1, 1] as float32 or 16-bit PCM wav."""
     audio = np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0)
     data = (np.round(audio * 32767.0)).astype(np.int16) if pcm16 else audio.astype(np.float32)
@@ -261,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Extract the attended talker from a two-talker mixture wav using the listener's EEG.")
     parser.add_argument("--run", required=True, help="training run folder (uses best.pt, else last.pt) or a .pt checkpoint")
     parser.add_argument("--mixture", required=True, help="mixture wav file (any sampling rate; multi-channel is averaged to mono)")
-    parser.add_argument("--eeg", required=True, help="raw EEG .npy of shape (time, 64) at 128 Hz covering the mixture's span")
-    parser.add_argument("--out", required=True, help="output wav (8 kHz, mono), written atomically")
+    parser.add_argument("--eeg", required=True,
+                        help="raw EEG .npy of shape (time, 64) at the run's data.fs_eeg (128 Hz) covering the mixture's span")
+    parser.add_argument("--out", required=True, help="output wav (mono, at the run's data.fs_audio), written atomically")
     parser.add_argument("--pcm16", action="store_true", help="write 16-bit PCM instead of 32-bit float samples")
     parser.add_argument("--max-mismatch-s", type=float, default=1.0,
                         help="largest allowed difference between EEG and audio duration in seconds (default 1.0)")
@@ -274,14 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     model, config = load_run(args.run, device=args.device)
-    mixture = read_mixture_wav(args.mixture)  # (samples,) at 8 kHz
-    eeg = read_eeg_npy(args.eeg, RAW_EEG_CHANNELS)  # (time, 64) at 128 Hz
-    eeg = match_eeg_length(eeg, mixture.shape[0], args.eeg, args.max_mismatch_s)
+    fs_audio, fs_eeg = int(config["data"]["fs_audio"]), int(config["data"]["fs_eeg"])
+    mixture = read_mixture_wav(args.mixture, fs_audio)  # (samples,)
+    eeg = read_eeg_npy(args.eeg, RAW_EEG_CHANNELS)  # (time, 64) at fs_eeg
+    eeg = match_eeg_length(eeg, mixture.shape[0], args.eeg, args.max_mismatch_s, fs_audio, fs_eeg)
     eeg = preprocess_eeg(eeg, config)
     estimate = extract_long(model, mixture, eeg, config, batch_size=args.batch_size, progress=True,
                             device=args.device)
-    write_wav(args.out, estimate, AUDIO_FS, pcm16=args.pcm16)
-    print(f"wrote {args.out} ({estimate.shape[0] / AUDIO_FS:.2f} s at {AUDIO_FS} Hz)")
+    write_wav(args.out, estimate, fs_audio, pcm16=args.pcm16)
+    print(f"wrote {args.out} ({estimate.shape[0] / fs_audio:.2f} s at {fs_audio} Hz)")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Predict Task 2 test-set segments with a trained run and write per-subject submission JSON files.
 
-    python task2_regression/predict.py --run RUN --test-set DATASET/test_set/TASK2_regression \
+    python -m task2_regression.predict --run RUN --test-set DATASET/test_set/TASK2_regression \
         --out PRED [--checkpoint best|last|averaged]
 
 Input (reference section 3): `sub-XXX_mapping.json` (`{segment_id: {"eeg": eeg_id}}`) and
@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import zipfile
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # `python task2_regression/predict.py`: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
@@ -37,9 +34,9 @@ from tqdm import tqdm
 
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
-from evaluation.task2 import subject_of
+from evaluation.task2 import mapping_files, subject_of
 from util.features import BANDS
-from util.split_data import zscore_time
+from task2_regression.data import zscore_time
 
 CHECKPOINTS = ("best", "last", "averaged")
 
@@ -117,16 +114,6 @@ def read_test_subject(mapping_path: Path, n_channels: int = 64) -> tuple[list[st
             ids.append(str(segment_id))
             segments.append(eeg.astype(np.float32))
     return ids, segments
-
-
-def mapping_files(test_dir) -> list[Path]:
-    test_dir = Path(test_dir)
-    if not test_dir.is_dir():
-        raise EEGKitError(f"{test_dir}: test-set folder not found")
-    files = sorted(test_dir.glob("sub-*_mapping.json"))
-    if not files:
-        raise EEGKitError(f"{test_dir}: no sub-XXX_mapping.json files found")
-    return files
 
 
 @torch.no_grad()

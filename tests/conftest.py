@@ -1,14 +1,11 @@
 """Shared pytest fixtures: tiny synthetic datasets (generated once per session) and the real excerpt."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 EXCERPT = REPO.parent / "shared" / "data" / "sparrkulee_excerpt"
 
@@ -25,7 +22,7 @@ def task2_dataset(tmp_path_factory) -> Path:
     Easier than the default (-10 dB instead of -25 dB) so that three training subjects
     generalise to the held-out ones and score assertions are not at chance level.
     """
-    from util.synthetic_task2 import generate
+    from synthetic.task2 import generate
 
     out = tmp_path_factory.mktemp("task2_data")
     generate(out, subjects=3, minutes=2, seed=0, test_subjects=2, snr_db=-10, progress=False)
@@ -35,7 +32,7 @@ def task2_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def kul_dataset(tmp_path_factory) -> Path:
     """A tiny synthetic KU Leuven AAD dataset (S*.mat + stimuli/*.wav)."""
-    from util.synthetic_kul import generate
+    from synthetic.kul import generate
 
     out = tmp_path_factory.mktemp("kul_data")
     generate(out, subjects=2, trials=4, minutes=0.25, seed=0)

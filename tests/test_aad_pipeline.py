@@ -1,4 +1,4 @@
-"""Stimulus-reconstruction AAD pipeline (speaker_extraction.aad) and the cocktail-party reader.
+"""Stimulus-reconstruction AAD pipeline (speaker_extraction.experiments.aad) and the cocktail-party reader.
 
 Fast: ridge on the session's tiny synthetic KUL data (2 subjects x 4 trials of 15 s), a hand-made
 lagged-copy case, the linear model through the training engine for 1 epoch, the real cocktail-party
@@ -27,7 +27,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
 
 
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "speaker_extraction.aad", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "speaker_extraction.experiments.aad", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -49,7 +49,7 @@ def _smooth_noise(rng, n: int, fs: int) -> np.ndarray:
 
 def _lagged_copy_trials(n_trials: int = 4, seconds: float = 30.0, fs: int = 64, noise: float = 0.1, seed: int = 0):
     """EEG channel c = attended envelope delayed by DELAYS[c] samples + noise; the unattended talker is independent."""
-    from speaker_extraction.aad import Trial
+    from speaker_extraction.experiments.aad import Trial
 
     rng = np.random.default_rng(seed)
     delays = (2, 5, 8)  # samples: 31, 78, 125 ms at 64 Hz, inside the 0-250 ms lags
@@ -67,8 +67,8 @@ def _lagged_copy_trials(n_trials: int = 4, seconds: float = 30.0, fs: int = 64, 
 def test_lagged_copy_recovers_envelope_and_lambda_ignores_held_out():
     from dataclasses import replace
 
-    from speaker_extraction.aad import Lags, loto_folds, ridge_fold, window_rows
-    from util.losses import pearson_np
+    from speaker_extraction.experiments.aad import Lags, loto_folds, ridge_fold, window_rows
+    from util.metrics import pearson_np
 
     trials = _lagged_copy_trials()
     lags = Lags.from_ms((0, 250), 64)
@@ -106,7 +106,7 @@ def test_lagged_copy_recovers_envelope_and_lambda_ignores_held_out():
 
 def test_inner_cv_equals_ridge_decoder_on_zscored_data():
     """The closed-form inner CV (covariance sums, z-scoring by scaling) = RidgeDecoder.select_alpha on z-scored data."""
-    from speaker_extraction.aad import ALPHAS, Lags, _channel_stats, _RidgeCV
+    from speaker_extraction.experiments.aad import ALPHAS, Lags, _channel_stats, _RidgeCV
     from task2_regression.models.linear import RidgeDecoder
 
     trials = _lagged_copy_trials(n_trials=3, seconds=20.0, noise=2.0, seed=3)  # noisy: lambda matters
@@ -125,7 +125,7 @@ def test_inner_cv_equals_ridge_decoder_on_zscored_data():
 
 # --------------------------------------------------------------------------- synthetic KUL, ridge
 def test_ridge_loto_on_synthetic_kul(kul_dataset, tmp_path):
-    from speaker_extraction.aad import run_aad
+    from speaker_extraction.experiments.aad import run_aad
 
     out = tmp_path / "aad"
     messages = []
@@ -166,20 +166,20 @@ def test_linear_model_through_engine(kul_dataset, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["COMMAND.txt", "correlations.csv", "report.json", "report.png",
                                                      "trials.csv"]  # fold folders removed
     assert "1 epoch(s)" in proc.stdout and "S1 trial 1: r(attended)" in proc.stdout
-    assert (out / "COMMAND.txt").read_text().startswith("python -m speaker_extraction.aad --data")
+    assert (out / "COMMAND.txt").read_text().startswith("python -m speaker_extraction.experiments.aad --data")
 
 
 def test_engine_fold_layout(tmp_path, monkeypatch):
     """The fold's split_data folder: train/val recordings per trial, float32 time first; held-out trial absent."""
-    from speaker_extraction.aad import engine_config, loto_folds
-    from util.split_data import discover
+    from speaker_extraction.experiments.aad import engine_config, loto_folds
+    from task2_regression.data import discover
 
     trials = _lagged_copy_trials(n_trials=4, seconds=20.0)
     fold = loto_folds(trials)[0]
     config = engine_config("linear", 3, fold.train)
     assert config["target"] == "envelope" and config["targets"] == ["envelope"]
     assert config["model"]["n_channels"] == 3 and config["data"]["window_s"] == 20.0  # cut from 60 s to the trial
-    from speaker_extraction import aad
+    from speaker_extraction.experiments import aad
 
     written = {}
 
@@ -215,7 +215,7 @@ def test_cocktail_reader_pairs_as_the_readme_says(cocktail):
 
 
 def test_ridge_loto_on_cocktail_sample(cocktail, tmp_path):
-    from speaker_extraction.aad import run_aad
+    from speaker_extraction.experiments.aad import run_aad
 
     out = tmp_path / "cocktail"
     run_aad(cocktail, "ridge", out, windows=(10, 30, 60), fs=32, progress=False, say=lambda m: None)
@@ -289,7 +289,7 @@ def test_split_from_run_uses_the_runs_held_out_trials(kul_dataset, tmp_path):
     """--split-from-run replays the trial split stored in a NeuroSpex run's checkpoint config."""
     import torch
 
-    from speaker_extraction.aad import folds_from_run, load_trials, run_aad
+    from speaker_extraction.experiments.aad import folds_from_run, load_trials, run_aad
     from speaker_extraction.data import KULCorpus, make_split
 
     run = tmp_path / "run"

@@ -65,7 +65,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     env.pop("CUDA_VISIBLE_DEVICES", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-               str(REPO / "task2_regression" / "train.py"),
+               "-m", "task2_regression.train",
                "--config", str(config), "--data", str(data), "--out", str(tmp_path / "ddp")]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.task2_excerpt import DEFAULT_DIR, circular_null, load_excerpt, ridge_fit_predict, split_halves
-from util.losses import pearson_np
+from util.metrics import pearson_np
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,48 @@ def test_config_overrides(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_resolve_fills_defaults_refuses_unknown_keys_and_wrong_types():
+    from util.config import resolve
+
+    defaults = {"model": {}, "train": {"lr": 1e-3, "epochs": 5, "betas": [0.9, 0.999], "name": None},
+                "data": {"split": {"seed": 0, "protocol": "trial"}}}
+    resolved = resolve({"model": {"type": "x", "k": 3}, "train": {"lr": 1, "epochs": 2.0},
+                        "data": {"split": {"seed": 4}}}, defaults)
+    assert resolved == {"model": {"type": "x", "k": 3}, "train": {"lr": 1.0, "epochs": 2, "betas": [0.9, 0.999],
+                                                                  "name": None},
+                        "data": {"split": {"seed": 4, "protocol": "trial"}}}
+    assert isinstance(resolved["train"]["lr"], float) and isinstance(resolved["train"]["epochs"], int)
+    assert defaults["data"]["split"]["seed"] == 0  # defaults are not modified
+    with pytest.raises(EEGKitError, match=r"^config: unknown key train.lrr \(did you mean train.lr\?\)$"):
+        resolve({"train": {"lrr": 0.5}}, defaults)
+    with pytest.raises(EEGKitError, match=r"unknown key data.split.sed \(did you mean data.split.seed\?\)"):
+        resolve({"data": {"split": {"sed": 1}}}, defaults)
+    with pytest.raises(EEGKitError, match="train.epochs must be an integer, got 'ten'"):
+        resolve({"train": {"epochs": "ten"}}, defaults)
+    with pytest.raises(EEGKitError, match="train.epochs must be an integer, got 2.5"):
+        resolve({"train": {"epochs": 2.5}}, defaults)
+    with pytest.raises(EEGKitError, match="model must be a mapping"):
+        resolve({"model": "linear"}, defaults)
+
+
+def test_both_tasks_refuse_unknown_keys_and_bad_model_keys_in_one_line(task2_dataset, tmp_path, capsys):
+    from speaker_extraction.train import resolve_config as se_resolve
+    from task2_regression.train import resolve_config as task2_resolve
+    from task2_regression.train import main as task2_main
+    from util.errors import run_cli
+
+    with pytest.raises(EEGKitError, match="did you mean train.lr"):
+        task2_resolve({"model": {"type": "linear"}, "train": {"lrr": 0.5}}, tmp_path)
+    with pytest.raises(EEGKitError, match="did you mean data.band"):
+        se_resolve({"model": {"type": "neurospex"}, "data": {"eeg_band": [1, 8]}})
+    config = tmp_path / "bad_model.yaml"
+    config.write_text("model: {type: linear, n_tapz: 3}\n")
+    with pytest.raises(SystemExit) as info:
+        run_cli(task2_main, ["--config", str(config), "--data", str(task2_dataset), "--out", str(tmp_path / "run")])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error:")]
+    assert info.value.code == 2 and len(err) == 1 and "bad model options ['n_tapz']" in err[0]
+
+
 def test_shard_indices_partition_and_balance():
     shards = [shard_indices(10, DistInfo(r, 3, r, torch.device("cpu")), epoch=2, seed=1) for r in range(3)]
     assert [len(s) for s in shards] == [4, 4, 4]           # padded so every rank steps equally

@@ -243,9 +243,9 @@ def test_error_hop_not_whole_audio_samples(kul_dataset, tmp_path):
 
 
 def test_yaml_config_and_build_datasets(kul_dataset, tmp_path):
-    path = Path(kul.__file__).parent / "configs" / "data_default.yaml"
+    path = Path(kul.__file__).parent / "configs" / "defaults.yaml"
     config = load_data_config(path, ["split.protocol=loso", "split.test_subject=1"])
-    assert {k: v for k, v in config.items() if k != "split"} == {k: v for k, v in kul.DEFAULT_CONFIG.items()
+    assert {k: v for k, v in config.items() if k != "split"} == {k: v for k, v in kul.data_defaults().items()
                                                                  if k != "split"}
     corpus, datasets = kul.build_datasets(kul_dataset, config, cache_dir=tmp_path, progress=False)
     assert {item["subject"] for item in datasets["test"]} == {1}

@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from task2_regression.models import build_model, count_parameters
+from task2_regression.models import build_model
+from util.training import count_parameters
 from task2_regression.models.dprnn import DPRNN
 from task2_regression.models.linear import LinearConv, RidgeDecoder
 from task2_regression.models.vlaai import VLAAI
@@ -45,9 +46,11 @@ def test_output_shapes_and_dtypes(name, targets):
 
 
 def test_registry_rejects_bad_type_and_kwargs():
-    with pytest.raises(ValueError, match="model.type"):
+    from util.errors import EEGKitError
+
+    with pytest.raises(EEGKitError, match="model.type"):  # one line for the CLIs, no traceback
         build_model({"type": "transformer"}, {"mel": 10})
-    with pytest.raises(ValueError, match="bad model options"):
+    with pytest.raises(EEGKitError, match="bad model options"):
         build_model({"type": "linear", "n_tapz": 3}, {"mel": 10})
 
 

@@ -1,4 +1,5 @@
-"""Speaker confusion and extraction-derived AAD accuracy in `evaluation.speaker_extraction`.
+"""Speaker confusion and extraction-derived AAD accuracy (`evaluation.speaker_extraction` scorers,
+`speaker_extraction.evaluate` on a trained run).
 
 Hand-made signals give known answers (an estimate that is the attended talker plus a little of the
 other is never confused; the reverse is always confused); a tiny trained NeuroSpex checks that the
@@ -114,7 +115,7 @@ def tiny_run(kul_dataset, tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_model_mode_reports_confusion_and_trial_aad(tiny_run, kul_dataset, tmp_path, shuffle):
-    from evaluation.speaker_extraction import main
+    from speaker_extraction.evaluate import main
 
     out, plot = tmp_path / "report.json", tmp_path / "report.png"
     assert main(["--run", str(tiny_run), "--data", str(kul_dataset), "--out", str(out), "--plot", str(plot),
@@ -135,7 +136,7 @@ def test_model_mode_reports_confusion_and_trial_aad(tiny_run, kul_dataset, tmp_p
 
 
 def test_bad_aad_windows_flag(tiny_run, kul_dataset, tmp_path, capsys):
-    from evaluation.speaker_extraction import main
+    from speaker_extraction.evaluate import main
 
     for bad in ("1,x", "0", "-2", "nan"):
         out = tmp_path / "r.json"

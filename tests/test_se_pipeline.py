@@ -33,7 +33,8 @@ TINY_CONFIG = {
 
 # ---------------------------------------------------------------------------
 def test_loss_matches_numpy_metric():
-    from speaker_extraction.loss import neg_si_sdr_loss, si_sdr_torch
+    from speaker_extraction.loss import neg_si_sdr_loss
+    from util.metrics import si_sdr_torch
 
     rng = np.random.default_rng(0)
     reference = rng.standard_normal((3, 400))
@@ -62,7 +63,7 @@ def test_overlap_add_identity_model_any_length():
     rng = np.random.default_rng(1)
     mixture = rng.standard_normal(int(3.7 * 8000)).astype(np.float32) * 0.2  # 3.7 s: last window padded
     eeg = rng.standard_normal((int(round(3.7 * 128)), 4)).astype(np.float32)
-    out = extract_long(Identity(), mixture, eeg, {"data": {"window_s": 1.0}})
+    out = extract_long(Identity(), mixture, eeg, {"data": {"window_s": 1.0, "fs_audio": 8000, "fs_eeg": 128, "level_rms": 0.05}})
     assert out.shape == mixture.shape
     # every window's estimate is the mixture at one talker's level (RMS / sqrt 2) -> cross-fade is exact
     np.testing.assert_allclose(out, mixture / np.sqrt(2.0), rtol=1e-4, atol=1e-5)
@@ -93,7 +94,7 @@ def test_train_writes_checkpoints_log_and_plot(trained_run):
     assert state["extra"]["epoch"] == 0
     rows = list(csv.DictReader(open(trained_run / "log.csv")))
     assert len(rows) == 1
-    assert {"train_loss", "val_si_sdr", "val_si_sdri", "lr"} <= set(rows[0])
+    assert {"loss_total", "val_si_sdr", "val_si_sdri", "lr"} <= set(rows[0])
     assert np.isfinite(float(rows[0]["val_si_sdr"])) and float(rows[0]["lr"]) == pytest.approx(1e-3)
 
 
@@ -111,7 +112,7 @@ def test_resume_continues_from_last(trained_run, kul_dataset, tmp_path):
     assert main(["--config", str(config_path), "--data", str(kul_dataset), "--out", str(run), "--resume",
                  "--epochs", "2", "--no-progress"]) == 0
     rows = list(csv.DictReader(open(run / "log.csv")))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert [int(r["epoch"]) for r in rows] == [0, 1]  # one epoch numbering for both tasks: from 0
     after = load_checkpoint(run / "last.pt")
     assert after["extra"]["epoch"] == 1
     assert any(not torch.equal(before[k], after["model"][k]) for k in before)
@@ -164,7 +165,7 @@ def test_predict_bad_inputs_exit_2_one_line_no_output(trained_run, tmp_path, cap
 
 def test_predict_cli_script_exit_code(tmp_path):
     wav, npy = _write_inputs(tmp_path, 1.0)
-    result = subprocess.run([sys.executable, "speaker_extraction/predict.py", "--run", str(tmp_path / "no_run"),
+    result = subprocess.run([sys.executable, "-m", "speaker_extraction.predict", "--run", str(tmp_path / "no_run"),
                              "--mixture", str(wav), "--eeg", str(npy), "--out", str(tmp_path / "o.wav")],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
@@ -172,7 +173,7 @@ def test_predict_cli_script_exit_code(tmp_path):
 
 
 def test_evaluation_report_model_and_shuffled(trained_run, kul_dataset, tmp_path):
-    from evaluation.speaker_extraction import main
+    from speaker_extraction.evaluate import main
 
     report_path, plot_path = tmp_path / "report.json", tmp_path / "report.png"
     assert main(["--run", str(trained_run), "--data", str(kul_dataset), "--split", "test", "--out", str(report_path),
@@ -202,7 +203,7 @@ def test_evaluation_report_model_and_shuffled(trained_run, kul_dataset, tmp_path
 def _speech(seconds: float, seed: int) -> np.ndarray:
     from scipy.signal import resample_poly
 
-    from util.speech import speech_stream
+    from synthetic.speech import speech_stream
 
     audio, fs = speech_stream(seconds, voice="en", rate_wpm=160, pitch=50 + 20 * seed, seed=seed)
     return resample_poly(audio.astype(np.float64), 8000, fs).astype(np.float32)

@@ -1,8 +1,8 @@
-"""Tests for util.speech: espeak-ng TTS through ctypes."""
+"""Tests for synthetic.speech: espeak-ng TTS through ctypes."""
 import numpy as np
 import pytest
 
-from util import speech
+from synthetic import speech
 from util.errors import EEGKitError
 
 

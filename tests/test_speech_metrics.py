@@ -14,7 +14,7 @@ from util.errors import EEGKitError
 @pytest.fixture(scope="module")
 def speech_8k() -> np.ndarray:
     """3 s of espeak-ng speech at 8 kHz (float64)."""
-    from util.speech import speech_stream
+    from synthetic.speech import speech_stream
 
     audio, fs = speech_stream(3.0, voice="en", rate_wpm=160, pitch=50, seed=0)
     return resample_poly(audio.astype(np.float64), 8000, fs)

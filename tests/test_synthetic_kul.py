@@ -9,7 +9,7 @@ import scipy.io.wavfile
 from speaker_extraction.data import KULCorpus
 from speaker_extraction.kul_format import BIOSEMI64
 from util.errors import EEGKitError
-from util.synthetic_kul import generate, speech_envelope
+from synthetic.kul import generate, speech_envelope
 
 
 def test_mat_layout_matches_real_field_access(kul_dataset):

@@ -6,7 +6,10 @@ import pytest
 from scipy import signal
 from scipy.io import wavfile
 
-from util import eeg_forward, features, synthetic, synthetic_task2
+import synthetic
+from synthetic import eeg_forward
+from synthetic import task2 as synthetic_task2
+from util import features
 from util.errors import EEGKitError
 
 # conftest's task2_dataset: generate(out, subjects=3, minutes=2, seed=0, test_subjects=2)
@@ -187,7 +190,7 @@ def test_background_spectrum_alpha_and_blinks():
 
 
 def test_cli_dispatches_kul(monkeypatch, tmp_path, capsys):
-    import util.synthetic_kul as synthetic_kul
+    import synthetic.kul as synthetic_kul
 
     calls = []
     monkeypatch.setattr(synthetic_kul, "generate", lambda out, **kw: calls.append((out, kw)) or tmp_path)

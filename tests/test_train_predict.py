@@ -86,6 +86,13 @@ def test_resume_continues_from_last_epoch(linear_run, task2_dataset, tmp_path):
     state = load_checkpoint(run / "last.pt")
     assert state["extra"]["epoch"] == 2
     assert state["scheduler"]["last_epoch"] == 3  # three scheduler steps in total, not restarted
+    # resuming (model, optimizer, scheduler, random state) is bit-identical to training straight through
+    straight = tmp_path / "straight"
+    train(LINEAR_CONFIG, task2_dataset, straight, epochs=3, say=lambda message: None)
+    straight_state = load_checkpoint(straight / "last.pt")
+    for name, weight in straight_state["model"].items():
+        assert torch.equal(weight, state["model"][name]), name
+    assert (straight / "log.csv").read_text().splitlines()[-1].split(",")[:-1] == after[-1].split(",")[:-1]
 
 
 def _direct_score(run: Path, test_dir: Path, labels_dir: Path) -> float:
@@ -124,7 +131,7 @@ def test_predict_submit_score_matches_direct_score(linear_run, task2_dataset, tm
     labels_dir = task2_dataset / "test_set" / "labels"
     pred_dir = tmp_path / "pred"
     # the predict script as a user runs it (a subprocess); submit and scoring through their CLI mains in-process
-    result = subprocess.run([sys.executable, "task2_regression/predict.py", "--run", str(linear_run),
+    result = subprocess.run([sys.executable, "-m", "task2_regression.predict", "--run", str(linear_run),
                              "--test-set", str(test_dir), "--out", str(pred_dir)],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -249,7 +256,7 @@ def test_paper_tables_quick_pipeline(task2_dataset, tmp_path, capsys):
     for name in ("tables.md", "scores.png", "results.json", "COMMAND.txt"):
         assert (out / name).is_file(), name
     command = (out / "COMMAND.txt").read_text().strip()
-    assert command.startswith("python task2_regression/experiments/paper_tables.py --data ") and "--quick" in command
+    assert command.startswith("python -m task2_regression.experiments.paper_tables --data ") and "--quick" in command
     results = json.loads((out / "results.json").read_text())
     assert list(results["rows"]) == ["linear", "proposed"]
     proposed = results["rows"]["proposed"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from util.split_data import load_recordings
+from task2_regression.data import load_recordings
 from util.windowing import FixedWindows, RandomWindowPerRecording, iter_whole_recordings, seconds_to_samples
 
 

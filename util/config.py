@@ -1,7 +1,14 @@
-"""YAML run configs with ``dotted.key=value`` command-line overrides."""
+"""YAML run configs: ``dotted.key=value`` overrides and `resolve` against one defaults file per task.
+
+Each task keeps its defaults in ``<task>/configs/defaults.yaml``; `resolve(cfg, defaults)` fills
+them in, refuses unknown keys (naming the nearest valid one) and values of the wrong type. A
+section whose default is an empty mapping (``model: {}``) is free-form (the model checks it);
+a default of ``null`` accepts any value.
+"""
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -66,3 +73,48 @@ def get(config: dict, dotted: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
+
+
+def load_defaults(path: str | Path) -> dict:
+    """A task's defaults file (``<task>/configs/defaults.yaml``)."""
+    return load_config(path)
+
+
+_KINDS = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"), (list, "a list"))
+
+
+def _check_type(dotted: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of ``default`` (int -> float, whole float -> int); EEGKitError otherwise."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    kind, name = next(((k, n) for k, n in _KINDS if type(default) is k), (type(default), type(default).__name__))
+    if type(value) is not kind:
+        raise EEGKitError(f"config: {dotted} must be {name}, got {value!r}")
+    return value
+
+
+def resolve(config: dict, defaults: dict, _prefix: str = "") -> dict:
+    """``defaults`` updated with ``config`` (a copy); unknown keys and wrongly typed values are refused."""
+    if not isinstance(config, dict):
+        raise EEGKitError(f"config: {_prefix.rstrip('.') or 'the config'} must be a mapping, got {config!r}")
+    out = copy.deepcopy(defaults)
+    for key, value in config.items():
+        dotted = f"{_prefix}{key}"
+        if key not in defaults:
+            near = difflib.get_close_matches(str(key), [str(k) for k in defaults], n=1, cutoff=0.5)
+            hint = f" (did you mean {_prefix}{near[0]}?)" if near else f" (known: {', '.join(map(str, defaults))})"
+            raise EEGKitError(f"config: unknown key {dotted}{hint}")
+        default = defaults[key]
+        if isinstance(default, dict) and default:
+            out[key] = resolve(value if value is not None else {}, default, dotted + ".")
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise EEGKitError(f"config: {dotted} must be a mapping, got {value!r}")
+            out[key] = copy.deepcopy(value)
+        else:
+            out[key] = _check_type(dotted, copy.deepcopy(value), default)
+    return out

@@ -205,15 +205,15 @@ def compute(name: str, audio, fs: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- audio files
-def _to_float(audio: np.ndarray, path) -> np.ndarray:
+def _to_float(audio: np.ndarray, path, dtype=np.float32) -> np.ndarray:
     if audio.dtype.kind == "i":
-        audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max + 1)
+        audio = audio.astype(dtype) / float(np.iinfo(audio.dtype).max + 1)
     elif audio.dtype.kind == "u":
         info = np.iinfo(audio.dtype)
-        audio = (audio.astype(np.float32) - (info.max + 1) / 2) / ((info.max + 1) / 2)
+        audio = (audio.astype(dtype) - (info.max + 1) / 2) / ((info.max + 1) / 2)
     elif audio.dtype.kind != "f":
         raise EEGKitError(f"{path}: unsupported audio dtype {audio.dtype}")
-    audio = audio.astype(np.float32)
+    audio = audio.astype(dtype)
     if audio.ndim == 2:
         audio = audio.mean(axis=1 if audio.shape[0] > audio.shape[1] else 0)
     if audio.ndim != 1 or audio.size == 0:
@@ -221,8 +221,11 @@ def _to_float(audio: np.ndarray, path) -> np.ndarray:
     return audio
 
 
-def load_audio(path) -> tuple[np.ndarray, int]:
-    """Read .wav, .npz or .npz.gz (keys 'audio', 'fs'); returns (audio float32 (samples,), fs)."""
+def load_audio(path, dtype=np.float32) -> tuple[np.ndarray, int]:
+    """Read .wav, .npz or .npz.gz (keys 'audio', 'fs'); returns (mono audio (samples,) in [-1, 1] as ``dtype``, fs).
+
+    The kit's one audio-file reader (stimuli, mixtures, estimates, references).
+    """
     path = Path(path)
     if not path.is_file():
         raise EEGKitError(f"{path}: audio file not found")
@@ -249,4 +252,4 @@ def load_audio(path) -> tuple[np.ndarray, int]:
     fs_value = float(np.asarray(fs).reshape(-1)[0])
     if not math.isfinite(fs_value) or fs_value <= 0:
         raise EEGKitError(f"{path}: invalid sampling rate {fs!r}")
-    return _to_float(np.asarray(audio), path), int(round(fs_value))
+    return _to_float(np.asarray(audio), path, dtype), int(round(fs_value))

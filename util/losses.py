@@ -5,43 +5,24 @@ When a model returns fewer frames than the target (``time_out <= time``), the
 target is cut to the first ``time_out`` frames (output frame i aligns with
 target frame i, see docs/DESIGN.md).
 
-- ``pearson_r(pred, target, eps)`` -> ``(batch, bands)``
 - ``neg_pearson_loss(pred, target)`` = mean over batch and bands of ``-r``
 - ``l1_loss(pred, target)`` = mean absolute error
 - ``kl_mel_loss(pred, target)`` = KL(softmax_bands(target) || softmax_bands(pred)) per
   frame, averaged over batch and frames
-- ``pearson_np(pred, target)`` numpy per-band r over axis -2 (time)
+
+The Pearson r itself is `util.metrics.pearson_torch` (and `pearson_np`), shared with the scorers.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def _align(pred: torch.Tensor, target: torch.Tensor) -> tuple:
-    if pred.dim() != 3 or target.dim() != 3:
-        raise ValueError(f"expected (batch, time, bands) tensors, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    if pred.shape[1] > target.shape[1]:
-        raise ValueError(f"prediction has more frames ({pred.shape[1]}) than the target ({target.shape[1]})")
-    target = target[:, : pred.shape[1]]
-    if pred.shape != target.shape:
-        raise ValueError(f"shape mismatch: prediction {tuple(pred.shape)} vs target {tuple(target.shape)}")
-    return pred, target
-
-
-def pearson_r(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Pearson r per (batch, band) over time: ``(batch, bands)``; constant inputs give 0."""
-    pred, target = _align(pred, target)
-    pred_c = pred - pred.mean(dim=1, keepdim=True)
-    target_c = target - target.mean(dim=1, keepdim=True)
-    cov = (pred_c * target_c).sum(dim=1)
-    norm = torch.sqrt((pred_c ** 2).sum(dim=1) * (target_c ** 2).sum(dim=1))
-    return cov / torch.clamp(norm, min=eps)
+from util.metrics import align_frames as _align
+from util.metrics import pearson_torch
 
 
 def neg_pearson_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    return -pearson_r(pred, target, eps).mean()
+    return -pearson_torch(pred, target, eps).mean()
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -56,17 +37,3 @@ def kl_mel_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     log_q = F.log_softmax(pred, dim=-1)
     kl_per_frame = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (batch, time)
     return kl_per_frame.mean()
-
-
-def pearson_np(pred, target, eps: float = 1e-12) -> np.ndarray:
-    """Per-band Pearson r of ``(..., time, bands)`` numpy arrays over time; 1-D inputs give a scalar."""
-    pred = np.asarray(pred, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    if pred.shape != target.shape:
-        raise ValueError(f"shape mismatch: prediction {pred.shape} vs target {target.shape}")
-    axis = 0 if pred.ndim == 1 else -2
-    pred_c = pred - pred.mean(axis=axis, keepdims=True)
-    target_c = target - target.mean(axis=axis, keepdims=True)
-    cov = (pred_c * target_c).sum(axis=axis)
-    norm = np.sqrt((pred_c ** 2).sum(axis=axis) * (target_c ** 2).sum(axis=axis))
-    return cov / np.maximum(norm, eps)

@@ -1,4 +1,6 @@
-"""Pieces every training script shares: seeds, early stopping, CSV log, curve plot, checkpoints.
+"""Pieces of training runs: seeds, early stopping, CSV log, curve plot, checkpoints, parameter count.
+
+The loop itself is `util.trainer.fit`.
 
 Checkpoints are written atomically and hold the fully-resolved run config, so
 `predict.py` needs nothing but the checkpoint file.
@@ -18,6 +20,11 @@ import torch
 from util.atomic import atomic_savefig, atomic_torch_save, atomic_write_text
 from util.distributed import unwrap
 from util.errors import EEGKitError
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int:
+    """Number of (unique) parameters of a model."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def seed_everything(seed: int) -> None:

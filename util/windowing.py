@@ -1,4 +1,4 @@
-"""Torch Datasets that cut Task 2 recordings (``util.split_data.Recording``) into windows.
+"""Torch Datasets that cut Task 2 recordings (``task2_regression.data.Recording``) into windows.
 
 Every item is a dict of float32 tensors, time first::
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from util.split_data import FS_TASK2
+from util.features import FS_TASK2
 
 
 def seconds_to_samples(seconds: float, fs: int = FS_TASK2) -> int:

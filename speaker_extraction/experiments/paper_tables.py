@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tqdm import tqdm
 
@@ -71,8 +69,10 @@ def _row(report: dict, key: str) -> dict:
 def run_system(name: str, data_dir: Path, out_dir: Path, overrides: list[str], eval_windows: int,
                trained: dict, progress: bool) -> dict:
     """Train (or reuse) and evaluate one config; returns its result row."""
-    from evaluation.speaker_extraction import evaluate_run, plot_report
-    from speaker_extraction.models import build_model, count_parameters
+    from evaluation.speaker_extraction import plot_report
+    from speaker_extraction.evaluate import evaluate_run
+    from speaker_extraction.models import build_model
+    from util.training import count_parameters
     from speaker_extraction.train import resolve_config, train
 
     config = resolve_config(load_config(CONFIG_DIR / f"{name}.yaml", overrides))
@@ -97,7 +97,7 @@ def run_system(name: str, data_dir: Path, out_dir: Path, overrides: list[str], e
 def ridge_on_run(run: str | Path, data_dir: Path, out: Path, progress: bool) -> dict:
     """Stimulus-reconstruction AAD (ridge, lags 0-250 ms) trained on the run's train+val trials and
     decided on its test trials: the row beside the extraction-derived accuracy."""
-    from speaker_extraction.aad import run_aad
+    from speaker_extraction.experiments.aad import run_aad
 
     report = run_aad(data_dir, "ridge", out, split_from_run=run, overwrite=True, progress=progress,
                      say=lambda _line: None)["report"]
@@ -147,7 +147,7 @@ def write_tables(results: dict, path: Path, quick: bool) -> str:
                   "Extraction-derived accuracy = 1 - speaker-confusion rate of the model's whole-trial output "
                   "cut into non-overlapping windows; the ridge row decides by r(reconstruction, attended) > "
                   "r(reconstruction, unattended), trained on the run's train+val trials "
-                  "(`python -m speaker_extraction.aad --split-from-run`). Mean over subjects; windows per length in "
+                  "(`python -m speaker_extraction.experiments.aad --split-from-run`). Mean over subjects; windows per length in "
                   "brackets.", "",
                   "| system | " + " | ".join(f"{w} s" for w in windows) + " |",
                   "|---|" + "---|" * len(windows)]
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows[name] = run_system(name, data_dir, out_dir, overrides, eval_windows, trained, progress)
         print(f"{name}: SI-SDRi {_fmt(rows[name]['model']['si_sdri'], 2)} dB "
               f"(train {rows[name]['train_seconds']} s, eval {rows[name]['eval_seconds']} s)", flush=True)
-    from evaluation.speaker_extraction import evaluate_run
+    from speaker_extraction.evaluate import evaluate_run
 
     shuffled_report = evaluate_run(rows[MAIN_SYSTEM]["run"], data_dir, "test", shuffle_eeg=True,
                                    max_windows=eval_windows, progress=progress)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from speaker_extraction.models.neurospex import NeuroSpex, build_neurospex, count_parameters
+from speaker_extraction.models.neurospex import NeuroSpex, build_neurospex
+from util.errors import EEGKitError
 
 MODEL_BUILDERS = {"neurospex": build_neurospex}
 
@@ -16,9 +17,12 @@ def build_model(model_cfg: dict) -> nn.Module:
     """Build a model from the YAML ``model:`` section (requires a known ``type``)."""
     model_type = model_cfg.get("type", "neurospex")
     if model_type not in MODEL_BUILDERS:
-        raise ValueError(f"unknown speaker-extraction model type {model_type!r}; "
-                         f"known: {', '.join(sorted(MODEL_BUILDERS))}")
-    return MODEL_BUILDERS[model_type](model_cfg)
+        raise EEGKitError(f"config: unknown speaker-extraction model type {model_type!r}; "
+                          f"known: {', '.join(sorted(MODEL_BUILDERS))}")
+    try:
+        return MODEL_BUILDERS[model_type](model_cfg)
+    except (TypeError, ValueError) as error:  # unknown or bad option in the config
+        raise EEGKitError(f"config: model: {error}") from None
 
 
-__all__ = ["NeuroSpex", "build_model", "build_neurospex", "count_parameters", "MODEL_BUILDERS"]
+__all__ = ["NeuroSpex", "build_model", "build_neurospex", "MODEL_BUILDERS"]

@@ -106,11 +106,6 @@ def build_neurospex(model_cfg: dict) -> NeuroSpex:
     return NeuroSpex(**cfg)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
-
-
 # DESIGN.md names ``build_model`` in this module too; the package-level
 # ``speaker_extraction.models.build_model`` dispatches on ``type``.
 build_model = build_neurospex

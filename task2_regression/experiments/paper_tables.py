@@ -1,6 +1,6 @@
 """Reproduce the seed paper's Task 2 tables (small CPU-sized models) on a dataset with a held-out test set.
 
-    python task2_regression/experiments/paper_tables.py --data DATASET [--out results/task2] \
+    python -m task2_regression.experiments.paper_tables --data DATASET [--out results/task2] \
         [--epochs-scale F] [--cache-dir DIR] [--threads N] [--rows a,b] [--quick]
 
 Rows (reference section 4; the paper's numbers are on the authors' validation subjects 27-42):
@@ -16,11 +16,11 @@ selection and early stopping on the val split only), then predicted on
 DATASET/test_set/TASK2_regression with `task2_regression.predict`, checked with submit.py's
 validator (the exact challenge format), and scored against DATASET/test_set/labels with
 `evaluation.task2.score` -- the test labels are used only for this final scoring. A within-subject
-score (`evaluation.task2_within_subject`, split_data test split) is given as an extra column.
+score (`task2_regression.evaluate`, split_data test split) is given as an extra column.
 
 Configs are the *_small.yaml versions (and this task's ablation configs) so that the whole table
 trains on one thread of a shared 2-core CPU: on the default synthetic dataset
-(`python -m util.synthetic task2 --out DATASET`) the committed results/task2 run took 1437 s.
+(`python -m synthetic task2 --out DATASET`) the committed results/task2 run took 1437 s.
 `--quick` shrinks every model and trains one
 epoch: it proves the pipeline, its numbers mean nothing (the tables say so).
 
@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-if __package__ in (None, ""):  # `python task2_regression/experiments/paper_tables.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
 
@@ -130,7 +128,7 @@ def score_predictions(subjects: dict, pred_dir: Path, test_dir: Path, labels_dir
 
 def within_segment_s(data_dir: Path, wanted: float = 30.0) -> float:
     """30 s, or the longest whole-second length every split_data test recording can hold."""
-    from util.split_data import load_recordings
+    from task2_regression.data import load_recordings
 
     recordings = load_recordings(data_dir, "test", features=("eeg",), normalize="none", check_finite=False)
     shortest = min(r.n_samples for r in recordings) / 64.0
@@ -138,8 +136,8 @@ def within_segment_s(data_dir: Path, wanted: float = 30.0) -> float:
 
 
 def run_row(row: Row, args, out: Path, data: Path, segment_s: float, log) -> dict:
-    from evaluation.task2_within_subject import evaluate_within_subject
-    from task2_regression.models import count_parameters
+    from task2_regression.evaluate import evaluate_within_subject
+    from util.training import count_parameters
     from task2_regression.predict import load_run_model, predict_test_set
     from task2_regression.train import train
 
@@ -270,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     argv_list = list(sys.argv[1:] if argv is None else argv)
-    command = shlex.join(["python", "task2_regression/experiments/paper_tables.py"] + argv_list)
+    command = shlex.join(["python", "-m", "task2_regression.experiments.paper_tables"] + argv_list)
 
     data, out = Path(args.data), Path(args.out)
     for needed in (data / "test_set" / "TASK2_regression", data / "test_set" / "labels"):

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .linear import _as_dict
+from task2_regression.models.contract import check_targets
 
 
 class PathRNN(nn.Module):
@@ -70,7 +70,7 @@ class DPRNN(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.targets = _as_dict(targets)
+        self.targets = check_targets(targets)
         if chunk_size < 2 or chunk_size % 2:
             raise ValueError(f"chunk_size must be an even number >= 2, got {chunk_size}")
         self.chunk_size = int(chunk_size)

@@ -30,16 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def _as_dict(targets: Mapping[str, int]) -> dict[str, int]:
-    """Validate a {target_name: bands} mapping."""
-    out = {str(name): int(bands) for name, bands in dict(targets).items()}
-    if not out:
-        raise ValueError("targets must name at least one target, e.g. {'mel': 10}")
-    for name, bands in out.items():
-        if bands < 1:
-            raise ValueError(f"target {name!r} must have >= 1 band, got {bands}")
-    return out
+from task2_regression.models.contract import check_targets
+from util.metrics import pearson_np
 
 
 class LinearConv(nn.Module):
@@ -47,7 +39,7 @@ class LinearConv(nn.Module):
 
     def __init__(self, targets: Mapping[str, int], n_channels: int = 64, n_taps: int = 16):
         super().__init__()
-        self.targets = _as_dict(targets)
+        self.targets = check_targets(targets)
         self.n_channels = int(n_channels)
         self.n_taps = int(n_taps)
         self.convs = nn.ModuleDict(
@@ -70,15 +62,6 @@ def lagged_design(eeg: torch.Tensor, n_taps: int) -> torch.Tensor:
     windows = eeg.unfold(1, n_taps, 1)  # (batch, time', C, n_taps)
     batch, time_out, n_channels, _ = windows.shape
     return windows.permute(0, 1, 3, 2).reshape(batch, time_out, n_taps * n_channels)
-
-
-def _pearson_mean(pred: np.ndarray, target: np.ndarray) -> float:
-    """Mean over bands of Pearson r over time (constant series -> r = 0). pred/target (time, bands)."""
-    pred = pred - pred.mean(axis=0)
-    target = target - target.mean(axis=0)
-    denom = np.sqrt((pred**2).sum(axis=0) * (target**2).sum(axis=0))
-    r = np.where(denom > 0, (pred * target).sum(axis=0) / np.where(denom > 0, denom, 1.0), 0.0)
-    return float(r.mean())
 
 
 class RidgeDecoder(nn.Module):
@@ -105,7 +88,7 @@ class RidgeDecoder(nn.Module):
         select_target: str | None = None,
     ):
         super().__init__()
-        self.targets = _as_dict(targets)
+        self.targets = check_targets(targets)
         self.n_channels = int(n_channels)
         self.n_taps = int(n_taps)
         self.alphas = [float(a) for a in alphas]
@@ -253,7 +236,7 @@ class RidgeDecoder(nn.Module):
             y = self._stack_targets(targets, eeg64.shape[0], time_out)[..., sel].numpy()
             for k, (weights, bias) in enumerate(zip(all_weights, all_bias)):
                 pred = (design @ weights[:, sel] + bias[sel]).numpy()  # (batch, time_out, bands)
-                pair_scores[k].extend(_pearson_mean(pred[b], y[b]) for b in range(pred.shape[0]))
+                pair_scores[k].extend(float(pearson_np(pred[b], y[b]).mean()) for b in range(pred.shape[0]))
         if not pair_scores[0]:
             raise ValueError("select_alpha needs at least one validation pair")
         scores = {alpha: float(np.mean(values)) for alpha, values in zip(alphas, pair_scores)}

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .linear import _as_dict
+from task2_regression.models.contract import check_targets
 
 
 PADDINGS = ("causal", "anticausal")
@@ -96,7 +96,7 @@ class VLAAI(nn.Module):
         padding: str = "causal",
     ):
         super().__init__()
-        self.targets = _as_dict(targets)
+        self.targets = check_targets(targets)
         self.n_channels = int(n_channels)
         self.n_blocks = int(n_blocks)
         if isinstance(kernels, int):

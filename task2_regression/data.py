@@ -39,96 +39,17 @@ from pathlib import Path
 
 import numpy as np
 
+from task2_regression import stimulus_targets
 from util.errors import EEGKitError
-from util.features import FS_TASK2  # noqa: F401  (re-exported: the split_data sampling rate)
+from util.features import FS_TASK2
+from util.npy import NpyFile, read_npy_header
 
 N_EEG_CHANNELS = 64
 SPLITS = ("train", "val", "test")
 SEP = "_-_"
 NORMALIZE_MODES = ("recording", "window", "none")
-STIMULUS_FEATURES = ("mel80", "mag")  # computed from stimulus audio (util.stimulus_targets)
-_CHUNK_BYTES = 8 * 1024 * 1024  # bytes read per chunk for statistics
+STIMULUS_FEATURES = stimulus_targets.TARGET_NAMES  # computed from the stimulus audio
 _EPS = 1e-8
-
-
-# --------------------------------------------------------------------------- .npy access
-@dataclass(frozen=True)
-class NpyFile:
-    """Header of one ``.npy`` file: enough to read row ranges without loading it."""
-
-    path: Path
-    shape: tuple
-    dtype: np.dtype
-    fortran_order: bool
-    offset: int  # byte offset of the data
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.shape[0])
-
-    @property
-    def n_cols(self) -> int:
-        return 1 if len(self.shape) == 1 else int(self.shape[1])
-
-    @property
-    def row_bytes(self) -> int:
-        return self.n_cols * self.dtype.itemsize
-
-    def read_rows(self, start: int, length: int) -> np.ndarray:
-        """Rows ``[start, start+length)`` as float32 ``(length, n_cols)``; nothing stays resident."""
-        if start < 0 or length < 0 or start + length > self.n_rows:
-            raise EEGKitError(f"{self.path}: rows {start}..{start + length} out of range (file has {self.n_rows})")
-        if self.fortran_order:
-            mapped = np.load(self.path, mmap_mode="r")
-            out = np.array(mapped[start:start + length], dtype=np.float32).reshape(length, self.n_cols)
-            del mapped
-            return out
-        nbytes = length * self.row_bytes
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            buf = os.pread(fd, nbytes, self.offset + start * self.row_bytes)
-        finally:
-            os.close(fd)
-        if len(buf) != nbytes:
-            raise EEGKitError(f"{self.path}: truncated .npy (expected {nbytes} bytes at row {start}, got {len(buf)})")
-        return np.frombuffer(buf, dtype=self.dtype).reshape(length, self.n_cols).astype(np.float32)
-
-    def iter_chunks(self, start: int, stop: int):
-        """Yield float64 chunks ``(rows, n_cols)`` covering rows ``[start, stop)``."""
-        rows_per_chunk = max(1, _CHUNK_BYTES // max(1, self.row_bytes))
-        for chunk_start in range(start, stop, rows_per_chunk):
-            n = min(rows_per_chunk, stop - chunk_start)
-            yield self.read_rows(chunk_start, n).astype(np.float64)
-
-
-def read_npy_header(path: Path) -> NpyFile:
-    """Parse the header of ``path``; EEGKitError if it is missing, corrupt or truncated."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version in ((2, 0), (3, 0)):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
-            offset = f.tell()
-    except FileNotFoundError:
-        raise EEGKitError(f"{path}: file not found") from None
-    except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise EEGKitError(f"{path}: unreadable .npy file ({exc})") from None
-    dtype = np.dtype(dtype)
-    if dtype.hasobject or dtype.kind not in "fiub":
-        raise EEGKitError(f"{path}: unsupported dtype {dtype} (expected a numeric array)")
-    if len(shape) not in (1, 2):
-        raise EEGKitError(f"{path}: expected a 1-D or 2-D array, found shape {shape}")
-    npy = NpyFile(path, tuple(int(s) for s in shape), dtype, bool(fortran_order), int(offset))
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
-    actual = path.stat().st_size
-    if actual < expected:
-        raise EEGKitError(f"{path}: truncated .npy file ({actual} bytes, header promises {expected})")
-    return npy
 
 
 def check_feature_header(npy: NpyFile, feature: str) -> None:
@@ -172,6 +93,31 @@ def discover(split_dir) -> dict:
         raise EEGKitError(
             f"{split_dir}: no split_data files found (expected {{split}}_-_{{subject}}_-_{{stimulus}}_-_{{feature}}.npy)")
     return dict(sorted(groups.items()))
+
+
+def stimuli_of(groups: dict) -> list:
+    """Sorted stimulus names of a `discover` result."""
+    return sorted({key[2] for key in groups})
+
+
+def split_offsets_of(groups: dict, subject: str, stimulus: str) -> dict:
+    """``{split: (start, length)}`` of each split inside the stimulus, from the eeg file lengths."""
+    lengths = {}
+    for split in SPLITS:
+        files = groups.get((split, subject, stimulus), {})
+        if "eeg" in files:
+            lengths[split] = read_npy_header(files["eeg"]).n_rows
+    offsets, start = {}, 0
+    for split in SPLITS:
+        if split not in lengths:
+            later = [s for s in SPLITS[SPLITS.index(split) + 1:] if s in lengths]
+            if later:
+                raise EEGKitError(f"{subject}/{stimulus}: no {split} eeg file, so the start of the "
+                                  f"{later[0]} part inside the stimulus is unknown")
+            continue
+        offsets[split] = (start, lengths[split])
+        start += lengths[split]
+    return offsets
 
 
 def resolve_split_dir(path) -> Path:
@@ -348,12 +294,13 @@ def _split_sources(groups: dict, key: tuple, features: tuple, stimulus_paths: di
 
 def load_recordings(split_dir, split: str, features=("eeg", "mel"), stimulus_audio_dir=None, cache_dir=None,
                     normalize: str = "recording", length_tolerance: int = FS_TASK2, check_finite: bool = True,
-                    subjects=None, progress: bool = False) -> list:
+                    subjects=None, progress: bool = False, groups: dict | None = None) -> list:
     """Recordings of one split, validated, cut to a common length, with normalisation statistics.
 
     ``features`` may include ``mel80``/``mag``: they are computed from the stimulus audio under
-    ``stimulus_audio_dir`` and cached in ``cache_dir`` (see ``util.stimulus_targets``).
-    ``subjects`` optionally restricts to those subject names. RAM use is independent of dataset size.
+    ``stimulus_audio_dir`` and cached in ``cache_dir`` (see ``task2_regression.stimulus_targets``).
+    ``subjects`` optionally restricts to those subject names; ``groups`` is `discover`'s result when
+    the caller already has it (so the folder is listed once). RAM use is independent of dataset size.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -361,7 +308,7 @@ def load_recordings(split_dir, split: str, features=("eeg", "mel"), stimulus_aud
         raise ValueError(f"normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
     features = tuple(features)
     split_dir = resolve_split_dir(split_dir)
-    groups = discover(split_dir)
+    groups = discover(split_dir) if groups is None else groups
     keys = [k for k in groups if k[0] == split and (subjects is None or k[1] in set(subjects))]
     if not keys:
         raise EEGKitError(f"{split_dir}: no {split!r} recordings found")
@@ -369,15 +316,13 @@ def load_recordings(split_dir, split: str, features=("eeg", "mel"), stimulus_aud
     stimulus_paths = None
     split_offsets = None
     if any(f in STIMULUS_FEATURES for f in features):
-        from util import stimulus_targets  # local import: stimulus_targets builds on this module
-
         wanted = tuple(f for f in features if f in STIMULUS_FEATURES)
         stimuli = sorted({k[2] for k in keys})
         stimulus_paths = stimulus_targets.ensure_stimulus_targets(
             stimuli, stimulus_audio_dir, cache_dir or stimulus_targets.default_cache_dir(split_dir), wanted)
 
         def split_offsets(key):
-            return stimulus_targets.split_offsets(groups, key[1], key[2])[key[0]]
+            return split_offsets_of(groups, key[1], key[2])[key[0]]
 
     from tqdm import tqdm
 

@@ -10,7 +10,7 @@
 - ``out/stimuli/part{p}_track{t}_{dry,hrtf}.wav``: 44.1 kHz 16-bit PCM.
 
 Stimuli: ``n_parts = min(4, ceil(trials / 2))`` parts ("stories"), each with
-two talkers from ``util.speech`` (espeak-ng): track 1 a low, slower voice
+two talkers from ``synthetic.speech`` (espeak-ng): track 1 a low, slower voice
 (``en+m3``, 150 wpm, pitch 35), track 2 a higher, faster one (``en-us+m1``,
 185 wpm, pitch 70). Each wav is ``EEG length + extra_s`` long (the real audio is
 longer than the EEG too). The ``hrtf`` files are a crude binaural rendering
@@ -27,7 +27,7 @@ parts (dry, dry, HRTF, HRTF by part) with ``experiment`` 1 (dry) / 2 (HRTF).
 ``repetitions`` extra trials (``repetition = 1``, a third of the length, the
 start of the same stimuli) follow the main ones, as in the real data.
 
-EEG (``util.eeg_forward`` at 128 Hz): one driver per trial,
+EEG (``synthetic.eeg_forward`` at 128 Hz): one driver per trial,
 ``z(env_attended) + attenuation * z(env_unattended)`` (``attenuation`` 1/3 by
 default), where ``env`` is the compressed (|x|^0.6) broadband envelope
 resampled to 128 Hz; subject-specific TRFs and scalp patterns
@@ -47,9 +47,9 @@ from tqdm import tqdm
 
 from speaker_extraction.kul_format import BIOSEMI64, RawTrial, write_subject_mat
 from util.atomic import atomic_path
-from util.eeg_forward import make_subject, simulate_eeg
+from synthetic.eeg_forward import make_subject, simulate_eeg
 from util.errors import EEGKitError
-from util.speech import speech_stream
+from synthetic.speech import speech_stream
 
 __all__ = ["generate", "VOICES", "FS_EEG", "FS_WAV", "speech_envelope"]
 

@@ -1,23 +1,25 @@
-"""Command line for the synthetic datasets (real on-disk formats, espeak-ng speech, simulated EEG).
+"""Synthetic datasets in the real on-disk formats (espeak-ng speech, simulated EEG), and their command line.
 
-    python -m util.synthetic task2 --out DIR [--subjects 8] [--minutes 8] [--seed 0] ...
-    python -m util.synthetic kul   --out DIR [--subjects 2] [--trials 8] [--minutes 1] [--seed 0]
+    python -m synthetic task2 --out DIR [--subjects 8] [--minutes 8] [--seed 0] ...
+    python -m synthetic kul   --out DIR [--subjects 2] [--trials 8] [--minutes 1] [--seed 0]
 
-``task2`` runs ``util.synthetic_task2.generate`` (ICASSP 2024 Task 2 layout:
+``task2`` runs ``synthetic.task2.generate`` (ICASSP 2024 Task 2 layout:
 derivatives/split_data, stimuli/eeg, test_set with held-out labels); ``kul`` runs
-``util.synthetic_kul.generate`` (KU Leuven AAD layout: S*.mat + stimuli/*.wav),
-imported only when asked for.
+``synthetic.kul.generate`` (KU Leuven AAD layout: S*.mat + stimuli/*.wav),
+imported only when asked for. Modules: ``speech`` (espeak-ng TTS), ``eeg_forward`` (the EEG
+forward model), ``task2``, ``kul``. This package sits above the tasks: it may use them, they never use it.
 """
 from __future__ import annotations
 
 import argparse
 
-from util import synthetic_task2
-from util.errors import run_cli
+from util.errors import run_cli  # noqa: F401  (tests call synthetic.run_cli(synthetic.main, ...))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m util.synthetic", description=__doc__.split("\n\n")[0])
+    from synthetic import task2 as synthetic_task2
+
+    parser = argparse.ArgumentParser(prog="python -m synthetic", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="{task2,kul}")
     task2 = sub.add_parser("task2", help="synthetic ICASSP 2024 Task 2 dataset (mel reconstruction)",
                            description=synthetic_task2.__doc__.split("\n\n")[0])
@@ -35,14 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.dataset == "task2":
+        from synthetic import task2 as synthetic_task2
+
         return synthetic_task2.main_args(args)
-    from util import synthetic_kul  # lazy: only needed for this dataset
+    from synthetic import kul as synthetic_kul  # lazy: only needed for this dataset
 
     out = synthetic_kul.generate(args.out, subjects=args.subjects, trials=args.trials, minutes=args.minutes,
                                  seed=args.seed, progress=not args.no_progress)
     print(f"wrote {out}: {args.subjects} subjects x {args.trials} trials of {args.minutes:g} min")
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,6 +1,9 @@
 """Stimulus-reconstruction auditory attention decoding (AAD): per-window correlations and the AAD report.
 
-    python -m speaker_extraction.aad --data DIR --model {ridge,linear,vlaai_small} --out OUTDIR \
+It lives in experiments/ because it combines both tasks: the KUL data of speaker extraction and the
+Task 2 envelope decoders (the layer rule of `util/layers.py`: a task never imports the other).
+
+    python -m speaker_extraction.experiments.aad --data DIR --model {ridge,linear,vlaai_small} --out OUTDIR \
         [--windows 1,2,5,10,20,30,60] [--fs 64] [--band 1,9] [--lags-ms 0,250] [--epochs N] \
         [--split-from-run RUN] [--overwrite] [--no-progress]
 
@@ -15,7 +18,7 @@ Data (detected from DIR)
 - KU Leuven AAD layout (``S1.mat`` ... + ``stimuli/part{p}_track{t}_{dry|hrtf}.wav``; the synthetic
   KUL data has it too): trials read with ``kul_format.read_subject_mat``, repetition trials left
   out (as ``speaker_extraction.data`` does by default); the attended / competing wavs are paired with
-  ``data._dry_pair`` and read with ``data._read_wav``; both envelopes are the kit's gammatone
+  ``data._dry_pair`` and read with ``util.features.load_audio``; both envelopes are the kit's gammatone
   envelope (``util.features.gammatone_envelope``, 64 Hz) resampled to the working rate.
 - The cocktail-party sample (``trial_1.mat`` + ``F_env.mat``; ``speaker_extraction.cocktail``):
   128-channel EEG and the envelopes given at 128 Hz, paired as its README says.
@@ -93,9 +96,9 @@ from tqdm import tqdm
 
 from util.atomic import atomic_save_npy, atomic_write_text
 from util.errors import EEGKitError, run_cli
-from util.features import FS_TASK2, gammatone_envelope, resample
+from util.features import FS_TASK2, gammatone_envelope, load_audio, resample
 
-# torch and the modules that import it (speaker_extraction.data, task2_regression, util.losses) are
+# torch and the modules that import it (speaker_extraction.data, task2_regression, util.metrics) are
 # imported inside the functions that need them, so argument errors are reported without loading torch.
 
 __all__ = ["DEFAULT_WINDOWS", "MODELS", "ALPHAS", "Trial", "Fold", "Lags", "load_trials", "loto_folds",
@@ -107,7 +110,7 @@ ENGINE_MODELS = ("linear", "vlaai_small")
 ALPHAS = tuple(float(10.0 ** e) for e in np.arange(-5.0, 3.01, 0.5))  # lambda / mean eigenvalue
 DEFAULT_BAND = (1.0, 9.0)
 DEFAULT_LAGS_MS = (0.0, 250.0)
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "task2_regression" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "task2_regression" / "configs"
 TMP_NAME = ".aad_tmp"
 CSV_COLUMNS = ("subject", "window_s", "r_attended", "r_unattended", "trial", "model", "start_s")
 _KUL_RE = re.compile(r"S(\d+)\.mat")
@@ -174,8 +177,8 @@ def bandpass_eeg(eeg: np.ndarray, fs: float, band) -> np.ndarray:
 
 
 def pearson_np(pred, target):
-    """``util.losses.pearson_np`` (the kit's one Pearson), imported lazily."""
-    from util.losses import pearson_np as _pearson
+    """``util.metrics.pearson_np`` (the kit's one Pearson), imported lazily."""
+    from util.metrics import pearson_np as _pearson
 
     return _pearson(pred, target)
 
@@ -200,7 +203,7 @@ def _to_working_rate(eeg: np.ndarray, fs_eeg: float, envelopes: Sequence[np.ndar
 
 
 def _read_kul(data_dir: Path, fs: int, band, include_repetitions: bool, progress: bool) -> list[Trial]:
-    from speaker_extraction.data import _dry_pair, _read_wav  # private helpers of the NeuroSpex loader, reused
+    from speaker_extraction.data import _dry_pair  # the NeuroSpex loader's attended/competing pairing, reused
     from speaker_extraction.kul_format import read_subject_mat
 
     files = sorted((int(m[1]), p) for p in data_dir.glob("S*.mat") if (m := _KUL_RE.fullmatch(p.name)))
@@ -219,7 +222,7 @@ def _read_kul(data_dir: Path, fs: int, band, include_repetitions: bool, progress
                     if not wav_path.is_file():
                         raise EEGKitError(f"{wav_path}: stimulus file not found (needed by {path.name} trial "
                                           f"{raw.trial_id})")
-                    audio, fs_audio = _read_wav(wav_path)  # (samples,)
+                    audio, fs_audio = load_audio(wav_path, np.float64)  # (samples,)
                     envelopes[wav_name] = (gammatone_envelope(audio, fs_audio)[:, 0].astype(np.float64), FS_TASK2)
                 pair.append(envelopes[wav_name][0])
             eeg = np.asarray(raw.eeg, dtype=np.float64)
@@ -474,7 +477,7 @@ def ridge_fold(fold: Fold, lags: Lags, alphas: Sequence[float] = ALPHAS, cv: _Ri
 @contextlib.contextmanager
 def _split_data_channels(n_channels: int):
     """split_data checks EEG files for 64 channels; allow the data's channel count while the engine runs."""
-    import util.split_data as split_data
+    import task2_regression.data as split_data
 
     previous = split_data.N_EEG_CHANNELS
     split_data.N_EEG_CHANNELS = int(n_channels)
@@ -789,7 +792,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m speaker_extraction.aad",
+    parser = _Parser(prog="python -m speaker_extraction.experiments.aad",
                      description="Stimulus-reconstruction auditory attention decoding: reconstruct the attended "
                                  "envelope from EEG, correlate it with both talkers' envelopes in decision windows, "
                                  "and score accuracy per window length and the MESD (evaluation.aad).")
@@ -832,7 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_aad(args.data, args.model, args.out, windows=args.windows, fs=args.fs, band=args.band,
             lags_ms=args.lags_ms, epochs=args.epochs, split_from_run=args.split_from_run, overwrite=args.overwrite,
-            progress=not args.no_progress, command="python -m speaker_extraction.aad " + shlex.join(argv))
+            progress=not args.no_progress, command="python -m speaker_extraction.experiments.aad " + shlex.join(argv))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Within-subject Task 2 score of a trained run on the `test` split of split_data.
 
-    python -m evaluation.task2_within_subject --run RUN --data DATASET [--split test] [--segment-s 30] \
+    python -m task2_regression.evaluate --run RUN --data DATASET [--split test] [--segment-s 30] \
         [--checkpoint best] [--out report.json]
 
 The split_data test part (last 10 % of every training recording, i.e. subjects and stories seen in
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -29,6 +28,7 @@ from evaluation.task2 import format_report, pearson_per_band, score
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
 from util.features import FS_TASK2
+from util.windowing import seconds_to_samples
 
 FS = FS_TASK2
 
@@ -47,12 +47,12 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
                             checkpoint: str = "best", progress: bool = True) -> dict:
     """Score report (see `evaluation.task2.score`) plus per-subject per-band mean/std."""
     from task2_regression.predict import load_run_model, pad_to_length
-    from util.split_data import load_recordings
+    from task2_regression.data import load_recordings
 
     model, cfg = load_run_model(run_dir, checkpoint)
     target = cfg.get("target", "mel")
     normalize = cfg.get("data", {}).get("normalize", "recording")
-    segment = int(round(float(segment_s) * FS))
+    segment = seconds_to_samples(float(segment_s), FS)
     if segment < 16:
         raise EEGKitError(f"--segment-s {segment_s}: too short (need at least 16 frames)")
     recordings = load_recordings(data_dir, split, features=("eeg", target), normalize=normalize)
@@ -84,7 +84,7 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m evaluation.task2_within_subject",
+        prog="python -m task2_regression.evaluate",
         description="Score a trained Task 2 run on the within-subject split_data test split (30-s segments, "
                     "official scoring rule), per subject and per band.")
     parser.add_argument("--run", required=True, help="run folder written by task2_regression/train.py")

@@ -9,7 +9,7 @@
     out_dir/test_set/labels/sub-YYY.json                    {segment_id: 1920 x 10 list}  (held out)
     out_dir/synthetic_task2.json                            generation parameters
 
-Stimuli: speech from ``util.speech`` (espeak-ng), each stimulus its own voice
+Stimuli: speech from ``synthetic.speech`` (espeak-ng), each stimulus its own voice
 (several English voices/variants, rates and pitches). Training stimuli
 (``audiobook_1_1``, ``audiobook_1_2``, ``podcast_1``, ``audiobook_2_1``, ...) form a
 pool of ``min(4, subjects)`` stories of ``minutes / 2`` each; training subject i
@@ -21,7 +21,7 @@ written (it would give the labels away).
 Features (``util.features``, 64 Hz, float32): envelope (T, 1) = gammatone
 envelope; mel (T, 10) = the challenge mel target; both cut to a common length.
 
-EEG (``util.eeg_forward``): for every (subject, story) recording the drivers are
+EEG (``synthetic.eeg_forward``): for every (subject, story) recording the drivers are
 ``[envelope, mel ** 0.3]`` (T, 11) (the cube-ish root mimics the compressive
 auditory response to power), z-scored, with band-dependent strength
 (envelope 1.0, mel bands 1.0 falling linearly to 0.4 for the top band, like the
@@ -61,7 +61,7 @@ real data where band 0 is clearly best. At the tiny test size (3 subjects x 2 mi
 2 test subjects) held-out subjects are near chance at -25 dB (ridge val r 0.147,
 test r 0.015) and still uneven at -10 dB (val 0.464, test 0.111 = -0.074 and
 0.295 per subject): 3 training subjects are too few to generalise across subjects.
-Measured with ``python -m util.synthetic task2 --out D --subjects 3 --minutes 2
+Measured with ``python -m synthetic task2 --out D --subjects 3 --minutes 2
 --test-subjects 2 --snr-db S`` then ``python -m benchmarks.synthetic_calibration --data D``.
 
 Default size (8 training subjects x 8 min, 4 test subjects x 3.5 min; 23 min of
@@ -78,7 +78,8 @@ import numpy as np
 from scipy.io import wavfile
 from tqdm import tqdm
 
-from util import eeg_forward, features, speech
+from synthetic import eeg_forward, speech
+from util import features
 from util.atomic import atomic_path, atomic_save_npy, atomic_savez, atomic_write_json
 from util.errors import EEGKitError
 
@@ -213,7 +214,7 @@ def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, te
     bar.close()
 
     atomic_write_json(out / "synthetic_task2.json", {
-        "generator": "util.synthetic_task2", "seed": seed, "fs": FS, "snr_db": snr_db,
+        "generator": "synthetic.task2", "seed": seed, "fs": FS, "snr_db": snr_db,
         "subject_snr_db": snrs, "train_subjects": train_ids, "test_subjects": test_ids,
         "train_stimuli": train_names, "test_stimuli": test_names, "minutes": minutes,
         "test_minutes": test_minutes, "story_minutes": story_minutes,
@@ -224,7 +225,7 @@ def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, te
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``python -m util.synthetic task2``."""
+    """Flags of ``python -m synthetic task2``."""
     parser.add_argument("--out", required=True, help="output dataset folder (created; files are overwritten)")
     parser.add_argument("--subjects", type=int, default=8, help="number of training subjects (default 8)")
     parser.add_argument("--minutes", type=float, default=8.0,

@@ -150,7 +150,7 @@ def _synthesize_locked(text, voice, rate_wpm, pitch):
     """Body of ``synthesize``; caller holds the lock and unloads the library afterwards."""
     lib, fs = _library()
     if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-        raise EEGKitError(f"speech: unknown espeak-ng voice {voice!r} (see util.speech.list_voices())")
+        raise EEGKitError(f"speech: unknown espeak-ng voice {voice!r} (see synthetic.speech.list_voices())")
     lib.espeak_SetParameter(_ESPEAK_RATE, int(rate_wpm), 0)
     lib.espeak_SetParameter(_ESPEAK_PITCH, int(pitch), 0)
     lib.espeak_SetParameter(_ESPEAK_VOLUME, 100, 0)

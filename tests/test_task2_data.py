@@ -1,12 +1,13 @@
-"""Tests for util.split_data and util.stimulus_targets on tiny hand-made split_data folders."""
+"""Tests for task2_regression.data and task2_regression.stimulus_targets on tiny hand-made split_data folders."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from util import split_data, stimulus_targets
+from task2_regression import data as split_data
+from task2_regression import stimulus_targets
 from util.errors import EEGKitError
-from util.split_data import discover, load_recordings
+from task2_regression.data import discover, load_recordings, stimuli_of
 
 SUBJECTS = ("sub-001", "sub-002")
 STIMULI = ("audiobook_2_2", "podcast_22")
@@ -152,11 +153,12 @@ def test_stimulus_targets_offsets_cache_and_availability(tmp_path, monkeypatch):
     audio_dir = tmp_path / "stimuli" / "eeg"
     (audio_dir / "nested").mkdir(parents=True)
     (audio_dir / "audiobook_2_2.wav").write_bytes(b"x")
-    assert not stimulus_targets.audio_available(split_dir, audio_dir)
-    assert stimulus_targets.missing_audio(split_dir, audio_dir) == ["podcast_22"]
+    stimuli = stimuli_of(discover(split_dir))
+    assert not stimulus_targets.audio_available(stimuli, audio_dir)
+    assert stimulus_targets.missing_audio(stimuli, audio_dir) == ["podcast_22"]
     (audio_dir / "nested" / "podcast_22.npz.gz").write_bytes(b"x")
-    assert stimulus_targets.audio_available(split_dir, audio_dir)
-    assert not stimulus_targets.audio_available(split_dir, None)
+    assert stimulus_targets.audio_available(stimuli, audio_dir)
+    assert not stimulus_targets.audio_available(stimuli, None)
 
     calls = []
     monkeypatch.setattr(stimulus_targets, "compute_targets",
@@ -193,7 +195,7 @@ def test_synthetic_dataset_with_audio_targets(task2_dataset, tmp_path):
     """End to end on the kit's synthetic dataset: mel80/mag from the real stimulus audio and util.features."""
     audio_dir = task2_dataset / "stimuli" / "eeg"
     split_dir = task2_dataset / "derivatives" / "split_data"
-    assert stimulus_targets.audio_available(split_dir, audio_dir)
+    assert stimulus_targets.audio_available(stimuli_of(discover(split_dir)), audio_dir)
     features = ("eeg", "envelope", "mel", "mel80", "mag")
     by_split = {split: load_recordings(task2_dataset, split, features=features, stimulus_audio_dir=audio_dir,
                                        cache_dir=tmp_path / "cache") for split in ("train", "val", "test")}

@@ -15,7 +15,7 @@ atomically. The default cache folder is ``<dataset>/derivatives/stimulus_targets
 The split_data 80/10/10 cut is inside each recording in time, so the part of
 the stimulus feature that belongs to a (split, subject, stimulus) recording
 starts at: train 0, val len(train eeg), test len(train eeg) + len(val eeg)
-(``split_offsets``). ``util.split_data.load_recordings`` uses these offsets and
+(``task2_regression.data.split_offsets_of``). ``task2_regression.data.load_recordings`` uses them and
 then cuts everything to a common length.
 """
 from __future__ import annotations
@@ -24,10 +24,11 @@ import logging
 from pathlib import Path
 
 from util.errors import EEGKitError
-from util.split_data import SEP, SPLITS, read_npy_header
+from util.npy import read_npy_header
 
 AUDIO_SUFFIXES = (".npz.gz", ".wav", ".npz")
 TARGET_NAMES = ("mel80", "mag")
+CACHE_SEP = "_-_"  # cache files are named like split_data files: {stimulus}_-_{target}.npy
 log = logging.getLogger(__name__)
 
 
@@ -52,11 +53,7 @@ def find_stimulus_audio(audio_dir) -> dict:
 
 
 def _stimuli_of(source) -> set:
-    """Stimulus names from a split_data folder, Recording objects or plain names."""
-    if isinstance(source, (str, Path)) and Path(source).is_dir():
-        from util.split_data import discover, resolve_split_dir
-
-        return {key[2] for key in discover(resolve_split_dir(source))}
+    """Stimulus names from Recording objects or plain names."""
     return {getattr(item, "stimulus", item) for item in source}
 
 
@@ -70,7 +67,7 @@ def missing_audio(source, audio_dir) -> list:
 
 
 def audio_available(source, audio_dir) -> bool:
-    """True when every stimulus of ``source`` (split_data dir, recordings or names) has audio."""
+    """True when every stimulus of ``source`` (recordings or names) has audio."""
     return not missing_audio(source, audio_dir)
 
 
@@ -79,7 +76,7 @@ def default_cache_dir(split_dir) -> Path:
 
 
 def cache_path(cache_dir, stimulus: str, name: str) -> Path:
-    return Path(cache_dir) / f"{stimulus}{SEP}{name}.npy"
+    return Path(cache_dir) / f"{stimulus}{CACHE_SEP}{name}.npy"
 
 
 def compute_targets(audio_path: Path, names=TARGET_NAMES) -> dict:
@@ -118,23 +115,3 @@ def ensure_stimulus_targets(stimuli, audio_dir, cache_dir, names=TARGET_NAMES, p
             read_npy_header(path)  # a corrupt cache file is reported with its name
         result[stimulus] = paths
     return result
-
-
-def split_offsets(groups: dict, subject: str, stimulus: str) -> dict:
-    """``{split: (start, length)}`` of each split inside the stimulus, from the eeg file lengths."""
-    lengths = {}
-    for split in SPLITS:
-        files = groups.get((split, subject, stimulus), {})
-        if "eeg" in files:
-            lengths[split] = read_npy_header(files["eeg"]).n_rows
-    offsets, start = {}, 0
-    for split in SPLITS:
-        if split not in lengths:
-            later = [s for s in SPLITS[SPLITS.index(split) + 1:] if s in lengths]
-            if later:
-                raise EEGKitError(f"{subject}/{stimulus}: no {split} eeg file, so the start of the "
-                                  f"{later[0]} part inside the stimulus is unknown")
-            continue
-        offsets[split] = (start, lengths[split])
-        start += lengths[split]
-    return offsets

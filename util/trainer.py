@@ -1,0 +1,186 @@
+"""The one training loop of the kit (Task 2 regression and speaker extraction): `fit`.
+
+A task's ``train.py`` resolves its config, loads its data and passes ``build() -> model``,
+``step(model, batch, epoch) -> (loss, {term: float})`` and ``score(model, val_set, info) -> {name: value}``
+(reduced over ranks; ``monitor`` names the one for early stopping and ``best.pt``). `fit` owns
+seeding (``seed + rank``; the weights from ``manual_seed(seed)`` on every rank), the DDP wrap, Adam,
+the scheduler (StepLR every ``train.lr_step_epochs``, or halving on a plateau with
+``train.lr_decay_patience``), clipping, the non-finite guard, early stopping, resume with the random
+state, and the run folder (rank 0 only): config.yaml, best.pt, last.pt, checkpoints/epoch_XXXX.pt,
+averaged.pt, log.csv (epochs from 0, ``loss_<term>``, the scores, lr, time_s) and curves.png.
+Batches are this rank's share of one seeded permutation per epoch, each with ``index`` (dataset
+indices); progress bars show on rank 0 when stderr is a terminal.
+"""
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from util import distributed
+from util.config import save_config
+from util.errors import EEGKitError
+from util.training import (CSVLogger, EarlyStopping, average_checkpoints, load_checkpoint, plot_curves,
+                           save_checkpoint, seed_everything)
+
+
+def show_progress(info: distributed.DistInfo, wanted: bool = True) -> bool:
+    return wanted and info.is_main and sys.stderr.isatty()
+
+
+def batches(dataset, indices: np.ndarray, batch_size: int, progress: bool = False, desc: str = ""):
+    """Collated batches of ``dataset[i]`` for ``indices`` in order, each with ``index`` (batch,)."""
+    chunks = [indices[s:s + batch_size] for s in range(0, len(indices), batch_size)]
+    for chunk in tqdm(chunks, desc=desc, leave=False, disable=not progress):
+        batch = torch.utils.data.default_collate([dataset[int(i)] for i in chunk])
+        batch["index"] = torch.as_tensor(np.asarray(chunk, dtype=np.int64))
+        yield batch
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def _scheduler(optimizer, tcfg: dict):
+    if int(tcfg.get("lr_decay_patience", 0)) > 0:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                          patience=int(tcfg["lr_decay_patience"]))
+    step_epochs = int(tcfg.get("lr_step_epochs", 0))
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(step_epochs, 1),
+                                           gamma=float(tcfg.get("lr_gamma", 1.0)) if step_epochs > 0 else 1.0)
+
+
+def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Callable[[], torch.nn.Module],
+        step: Callable, score: Callable, train_set, val_set, batch_size: int, monitor: str,
+        resume: bool = False, average: bool = False, progress: bool = True,
+        say: Callable[[str], None] = print) -> dict:
+    """Train one run (see the module docstring); returns ``{best_val, epochs_run, stopped_early, out_dir}``.
+
+    ``config`` is the fully resolved config (stored in every checkpoint); its ``train`` section gives
+    the loop's settings; ``batch_size`` is the global batch (it must divide over the ranks).
+    """
+    tcfg, out_dir = config["train"], Path(out_dir)
+    speak = say if info.is_main else (lambda message: None)
+    if batch_size % info.world_size:
+        raise EEGKitError(f"config: batch_size {batch_size} is not divisible by world size {info.world_size}")
+    rank_batch = batch_size // info.world_size
+    seed = int(tcfg["seed"])
+    seed_everything(seed + info.rank)  # per-rank Python/NumPy/torch streams (dropout, random crops)
+    torch.manual_seed(seed)  # ... but identical initial weights on every rank
+    model = distributed.wrap_ddp(build(), info)
+    core = distributed.unwrap(model)
+    optimizer = torch.optim.Adam(core.parameters(), lr=float(tcfg["lr"]), betas=tuple(float(b) for b in tcfg["betas"]))
+    scheduler = _scheduler(optimizer, tcfg)
+    early = EarlyStopping(int(tcfg["patience"]), mode="max")
+    start_epoch, epochs = 0, int(tcfg["epochs"])
+    last_path = out_dir / "last.pt"
+    if resume:
+        if not last_path.is_file():
+            raise EEGKitError(f"{last_path}: no checkpoint to resume from")
+        state = load_checkpoint(last_path, map_location=info.device)
+        core.load_state_dict(state["model"])
+        if state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        extra = state.get("extra") or {}
+        start_epoch = int(extra.get("epoch", -1)) + 1
+        if extra.get("early_stopping") is not None:
+            early.load_state_dict(extra["early_stopping"])
+        if extra.get("rng") is not None:
+            _set_rng_state(extra["rng"])
+        speak(f"resumed from {last_path} at epoch {start_epoch}")
+    logger = CSVLogger(out_dir / "log.csv", resume=resume) if info.is_main else None
+    if logger is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        logger.truncate(start_epoch)  # drop rows logged after the checkpoint was taken
+        save_config(config, out_dir / "config.yaml")
+    ckpt_every = int(tcfg.get("checkpoint_every", 0)) or (1 if average else 0)
+    max_steps, grad_clip = int(tcfg.get("max_steps_per_epoch", 0)), float(tcfg["grad_clip"])
+    bars = show_progress(info, progress)
+    epochs_run = 0
+    for epoch in range(start_epoch, epochs):
+        if early.should_stop:
+            speak(f"early stopping already triggered (patience {early.patience}); nothing to do")
+            break
+        started = time.perf_counter()
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
+        indices = distributed.shard_indices(len(train_set), info, epoch=epoch, seed=seed, shuffle=True)
+        if max_steps > 0:
+            indices = indices[: max_steps * rank_batch]
+        sums: dict[str, float] = {}
+        n_steps = 0
+        model.train()
+        for batch in batches(train_set, indices, rank_batch, bars, f"epoch {epoch}/{epochs}"):
+            loss, terms = step(model, batch, epoch)
+            if not torch.isfinite(loss):
+                raise EEGKitError(f"{out_dir}: training loss became {float(loss)} at epoch {epoch}; "
+                                  f"lower train.lr or set train.grad_clip")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(core.parameters(), grad_clip)
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            n_steps += 1
+        lr = optimizer.param_groups[0]["lr"]
+        core.eval()
+        with torch.no_grad():
+            scores = score(core, val_set, info)
+        core.train()
+        value = scores[monitor]
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if math.isfinite(value):
+                scheduler.step(value)
+        else:
+            scheduler.step()
+        improved = early.step(value)
+        epochs_run += 1
+        # every rank calls the all-reduce (same keys everywhere): logged losses are the all-rank mean
+        mean_terms = {f"loss_{name}": distributed.all_reduce_mean(total / max(n_steps, 1), info)
+                      for name, total in sorted(sums.items())}
+        if info.is_main:
+            row = {"epoch": epoch, "lr": lr, **mean_terms, **scores, "time_s": round(time.perf_counter() - started, 2)}
+            logger.log(row)
+            extra = {"epoch": epoch, "best_val": early.best, monitor: value, "early_stopping": early.state_dict(),
+                     "rng": _rng_state()}
+            if improved:
+                save_checkpoint(out_dir / "best.pt", core, config, extra=extra)
+            save_checkpoint(last_path, core, config, optimizer, scheduler, extra=extra)
+            if ckpt_every and (epoch + 1) % ckpt_every == 0:
+                save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch:04d}.pt", core, config, extra=extra)
+            plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=out_dir.name)
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            say(f"epoch {epoch}: loss {mean_terms.get('loss_total', float('nan')):.4f}  {shown}  lr {lr:.2e}"
+                f"{'  (best)' if improved else ''}")
+        distributed.barrier(info)
+        if early.should_stop:
+            speak(f"early stopping at epoch {epoch} (no {monitor} gain for {early.patience} epochs)")
+            break
+    if average and info.is_main:
+        paths = sorted((out_dir / "checkpoints").glob("epoch_*.pt"))
+        if not paths:
+            raise EEGKitError(f"{out_dir / 'checkpoints'}: no periodic checkpoints to average")
+        core.load_state_dict(average_checkpoints(paths))
+        core.eval()
+        with torch.no_grad():
+            avg = score(core, val_set, distributed.DistInfo(0, 1, 0, info.device))[monitor]
+        save_checkpoint(out_dir / "averaged.pt", core, config, extra={"averaged": [p.name for p in paths], monitor: avg})
+        say(f"averaged {len(paths)} checkpoints -> {out_dir / 'averaged.pt'} ({monitor} {avg:.4f})")
+    distributed.barrier(info)
+    return {"best_val": early.best, "epochs_run": epochs_run, "stopped_early": early.should_stop, "out_dir": str(out_dir)}
