@@ -29,6 +29,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from util.errors import EEGKitError, run_cli  # noqa: E402
+from util.metrics import pearson_np  # noqa: E402
 
 FS = 64
 LAMBDAS = [1e-1, 1e0, 1e1, 1e2, 1e3, 1e4]  # relative to mean diagonal of X^T X / n
@@ -53,12 +54,6 @@ def _recordings(split_dir: Path, split: str):
         eeg, mel = np.load(eeg_path).astype(np.float32), np.load(mel_path).astype(np.float32)
         n = min(len(eeg), len(mel))
         yield eeg_path.name.split("_-_")[1], eeg[:n], mel[:n]
-
-
-def _pearson_bands(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Pearson r per band over time: (T, B), (T, B) -> (B,)."""
-    p, t = pred - pred.mean(0), target - target.mean(0)
-    return (p * t).sum(0) / np.maximum(np.sqrt((p ** 2).sum(0) * (t ** 2).sum(0)), 1e-12)
 
 
 def _gram(eeg: np.ndarray, mel: np.ndarray, lags: np.ndarray):
@@ -99,7 +94,7 @@ def fit_ridge(data_dir: Path, lags: np.ndarray):
     projected = evecs.T @ xty
     for lam in LAMBDAS:
         weights = (evecs @ (projected / (evals + lam * scale)[:, None])).astype(np.float32)
-        score = float(np.mean([_pearson_bands(x @ weights, mel).mean() for x, mel in val]))
+        score = float(np.mean([pearson_np(x @ weights, mel).mean() for x, mel in val]))
         if best is None or score > best[2]:
             best = (weights, lam, score)
     return best
@@ -126,7 +121,7 @@ def score_test_set(data_dir: Path, weights: np.ndarray, lags: np.ndarray, mismat
         if mismatched:  # EEG of the next segment in the list (another segment or subject)
             eeg = segments[(k + 1) % len(segments)][1]
         pred = _lagged(_zscore(eeg), lags) @ weights  # (1920, 10)
-        bands = _pearson_bands(pred, label)
+        bands = pearson_np(pred, label)
         per_band.append(bands)
         by_subject.setdefault(sid, []).append(bands.mean())
     per_subject = {sid: float(np.mean(scores)) for sid, scores in by_subject.items()}
