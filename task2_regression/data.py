@@ -52,15 +52,15 @@ STIMULUS_FEATURES = stimulus_targets.TARGET_NAMES  # computed from the stimulus 
 _EPS = 1e-8
 
 
-def check_feature_header(npy: NpyFile, feature: str) -> None:
-    """Validate shapes: eeg must be (T, 64); targets (T,) or (T, C)."""
+def check_feature_header(npy: NpyFile, feature: str, n_channels: int = N_EEG_CHANNELS) -> None:
+    """Validate shapes: eeg must be (T, n_channels) (64 in SparrKULee); targets (T,) or (T, C)."""
     if feature == "eeg":
-        if len(npy.shape) != 2 or npy.shape[1] != N_EEG_CHANNELS:
+        if len(npy.shape) != 2 or npy.shape[1] != n_channels:
             hint = ""
-            if len(npy.shape) == 2 and npy.shape[0] == N_EEG_CHANNELS:
-                hint = " (looks channels-first; split_data EEG must be time-first (T, 64))"
+            if len(npy.shape) == 2 and npy.shape[0] == n_channels:
+                hint = f" (looks channels-first; split_data EEG must be time-first (T, {n_channels}))"
             raise EEGKitError(
-                f"{npy.path}: EEG must have {N_EEG_CHANNELS} channels as (time, 64), found shape {npy.shape}{hint}")
+                f"{npy.path}: EEG must have {n_channels} channels as (time, {n_channels}), found shape {npy.shape}{hint}")
     if npy.n_rows == 0:
         raise EEGKitError(f"{npy.path}: empty array (0 time samples)")
 
@@ -265,7 +265,7 @@ def common_length(sources: dict, length_tolerance: int) -> int:
 
 
 def _split_sources(groups: dict, key: tuple, features: tuple, stimulus_paths: dict | None,
-                   split_offsets=None) -> dict:
+                   split_offsets=None, n_channels: int = N_EEG_CHANNELS) -> dict:
     """FeatureSource per feature for one recording key; errors name the missing file."""
     split, subject, stimulus = key
     files = groups[key]
@@ -287,20 +287,22 @@ def _split_sources(groups: dict, key: tuple, features: tuple, stimulus_paths: di
             missing = anchor.with_name(f"{split}{SEP}{subject}{SEP}{stimulus}{SEP}{feature}.npy")
             raise EEGKitError(f"{missing}: file not found (recording has {sorted(files)})")
         npy = read_npy_header(files[feature])
-        check_feature_header(npy, feature)
+        check_feature_header(npy, feature, n_channels)
         sources[feature] = FeatureSource(npy, 0)
     return sources
 
 
 def load_recordings(split_dir, split: str, features=("eeg", "mel"), stimulus_audio_dir=None, cache_dir=None,
                     normalize: str = "recording", length_tolerance: int = FS_TASK2, check_finite: bool = True,
-                    subjects=None, progress: bool = False, groups: dict | None = None) -> list:
+                    subjects=None, progress: bool = False, groups: dict | None = None,
+                    n_channels: int = N_EEG_CHANNELS) -> list:
     """Recordings of one split, validated, cut to a common length, with normalisation statistics.
 
     ``features`` may include ``mel80``/``mag``: they are computed from the stimulus audio under
     ``stimulus_audio_dir`` and cached in ``cache_dir`` (see ``task2_regression.stimulus_targets``).
     ``subjects`` optionally restricts to those subject names; ``groups`` is `discover`'s result when
-    the caller already has it (so the folder is listed once). RAM use is independent of dataset size.
+    the caller already has it (so the folder is listed once). ``n_channels``: the EEG channel count
+    every file must have (64 in SparrKULee). RAM use is independent of dataset size.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -328,13 +330,13 @@ def load_recordings(split_dir, split: str, features=("eeg", "mel"), stimulus_aud
 
     recordings = []
     for key in tqdm(keys, desc=f"loading {split} recordings", disable=not progress):
-        sources = _split_sources(groups, key, features, stimulus_paths, split_offsets)
+        sources = _split_sources(groups, key, features, stimulus_paths, split_offsets, n_channels)
         n_samples = common_length(sources, length_tolerance)
         rec = Recording(split=key[0], subject=key[1], stimulus=key[2], n_samples=n_samples, sources=sources,
                         normalize=normalize)
         if normalize == "recording":
             rec.stats = _train_stats(groups, key, features, stimulus_paths, split_offsets, length_tolerance,
-                                     check_finite, rec)
+                                     check_finite, rec, n_channels)
         stats_checked_eeg = normalize == "recording" and split == "train"
         if check_finite and "eeg" in sources and not stats_checked_eeg:
             check_finite_source(sources["eeg"], n_samples)
@@ -342,13 +344,14 @@ def load_recordings(split_dir, split: str, features=("eeg", "mel"), stimulus_aud
     return recordings
 
 
-def _train_stats(groups, key, features, stimulus_paths, split_offsets, length_tolerance, check_finite, rec):
+def _train_stats(groups, key, features, stimulus_paths, split_offsets, length_tolerance, check_finite, rec,
+                 n_channels: int = N_EEG_CHANNELS):
     """Per-feature (mean, std) over the train part of ``key``'s recording (its own part as fallback)."""
     train_key = ("train", key[1], key[2])
     if train_key == key:
         sources, n_rows = rec.sources, rec.n_samples
     elif train_key in groups:
-        sources = _split_sources(groups, train_key, features, stimulus_paths, split_offsets)
+        sources = _split_sources(groups, train_key, features, stimulus_paths, split_offsets, n_channels)
         n_rows = common_length(sources, length_tolerance)
     else:
         warnings.warn(f"{rec.path(features[0])}: no train part for ({key[1]}, {key[2]}); "

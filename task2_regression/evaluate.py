@@ -46,7 +46,7 @@ def segment_recordings(recordings, target: str, segment: int):
 def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: float = 30.0,
                             checkpoint: str = "best", progress: bool = True) -> dict:
     """Score report (see `evaluation.task2.score`) plus per-subject per-band mean/std."""
-    from task2_regression.predict import load_run_model, pad_to_length
+    from task2_regression.predict import load_run_model, model_channels, pad_to_length
     from task2_regression.data import load_recordings
 
     model, cfg = load_run_model(run_dir, checkpoint)
@@ -55,7 +55,8 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
     segment = seconds_to_samples(float(segment_s), FS)
     if segment < 16:
         raise EEGKitError(f"--segment-s {segment_s}: too short (need at least 16 frames)")
-    recordings = load_recordings(data_dir, split, features=("eeg", target), normalize=normalize)
+    recordings = load_recordings(data_dir, split, features=("eeg", target), normalize=normalize,
+                                 n_channels=model_channels(cfg))
     predictions: dict[str, np.ndarray] = {}
     labels: dict[str, dict[str, np.ndarray]] = {}
     items = list(segment_recordings(recordings, target, segment))

@@ -104,10 +104,12 @@ def load_split(cfg: dict, data_dir: Path, split: str, cache_dir: Path | None = N
     """Recordings of one split with the config's features and normalisation."""
     from task2_regression.data import load_recordings
 
+    from task2_regression.predict import model_channels
+
     features = ("eeg",) + tuple(cfg["targets"])
     audio = cfg["data"].get("stimulus_audio_dir")
     return load_recordings(data_dir, split, features=features, stimulus_audio_dir=audio, cache_dir=cache_dir,
-                           normalize=cfg["data"]["normalize"], groups=groups)
+                           normalize=cfg["data"]["normalize"], groups=groups, n_channels=model_channels(cfg))
 
 
 # --------------------------------------------------------------------------- evaluation

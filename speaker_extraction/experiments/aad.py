@@ -67,9 +67,9 @@ Models
   is silenced here). The held-out trial is never written: it is predicted afterwards with
   ``task2_regression.predict.predict_segments``, which z-scores it with its own statistics as well.
   So all three are normalised alike, from their own EEG only (no labels, available at test time),
-  and nothing of the held-out trial reaches training. split_data validates EEG as 64 channels; for
-  128-channel data that check is raised to the data's channel count while the engine runs
-  (``_split_data_channels``). ``--epochs`` overrides ``train.epochs``.
+  and nothing of the held-out trial reaches training. The split_data loader checks every EEG file
+  against the config's ``model.n_channels`` (64 KUL, 128 cocktail). ``--epochs`` overrides
+  ``train.epochs``.
 
 Library API: ``run_aad(...) -> dict``, ``load_trials``, ``loto_folds``, ``folds_from_run``,
 ``ridge_fold``, ``inner_cv_scores``, ``window_rows``, ``main(argv)``.
@@ -474,19 +474,6 @@ def ridge_fold(fold: Fold, lags: Lags, alphas: Sequence[float] = ALPHAS, cv: _Ri
 
 
 # --------------------------------------------------------------------------- engine models
-@contextlib.contextmanager
-def _split_data_channels(n_channels: int):
-    """split_data checks EEG files for 64 channels; allow the data's channel count while the engine runs."""
-    import task2_regression.data as split_data
-
-    previous = split_data.N_EEG_CHANNELS
-    split_data.N_EEG_CHANNELS = int(n_channels)
-    try:
-        yield
-    finally:
-        split_data.N_EEG_CHANNELS = previous
-
-
 def engine_config(model_name: str, n_channels: int, train_trials: Sequence[Trial]) -> dict:
     """The model's Task 2 config with the envelope target, the channel count and windows that fit the trials."""
     from util.config import load_config
@@ -520,7 +507,7 @@ def engine_fold(fold: Fold, model_name: str, work_dir: Path, epochs: int | None 
     run_dir = work_dir / "run"
     log_path = work_dir / "train.log"
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
-            warnings.catch_warnings(), _split_data_channels(n_channels):
+            warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no train part.*")
         try:
             result = train(config, work_dir / "data", run_dir, epochs=epochs)
