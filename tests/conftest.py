@@ -45,3 +45,35 @@ def sparrkulee_excerpt() -> Path:
     if not EXCERPT.is_dir():
         pytest.skip(f"real-data excerpt not present at {EXCERPT}")
     return EXCERPT
+
+
+TINY_SE_CONFIG = {
+    "model": {"type": "neurospex", "N": 16, "L": 32, "B": 16, "H": 32, "P": 3, "X": 2, "R": 1, "eeg_channels": 64,
+              "eeg_dim": 16, "adc_blocks": 1, "eeg_heads": 1, "attn_heads": 2},
+    "data": {"window_s": 1.0, "hop_s": 1.0, "split": {"protocol": "trial"}},
+    "train": {"epochs": 1, "batch_size": 4, "lr": 1.0e-3, "patience": 3, "grad_clip": 5.0, "seed": 0,
+              "max_steps_per_epoch": 2, "max_val_windows": 4},
+}
+
+
+@pytest.fixture
+def tiny_se_config() -> dict:
+    """A tiny NeuroSpex config with 1-s windows (short attention maps), 1 epoch of 2 steps."""
+    import copy
+
+    return copy.deepcopy(TINY_SE_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def tiny_se_run(kul_dataset, tmp_path_factory) -> Path:
+    """A run folder of the tiny NeuroSpex trained on `kul_dataset` (trained once per session; read only)."""
+    import yaml
+
+    from speaker_extraction.train import main
+
+    folder = tmp_path_factory.mktemp("se_run")
+    config_path = folder / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(TINY_SE_CONFIG))
+    run = folder / "run"
+    assert main(["--config", str(config_path), "--data", str(kul_dataset), "--out", str(run), "--no-progress"]) == 0
+    return run

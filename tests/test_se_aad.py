@@ -13,18 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io.wavfile
-import yaml
 
 from util.errors import run_cli
-
-TINY_CONFIG = {
-    "model": {"type": "neurospex", "N": 16, "L": 32, "B": 16, "H": 32, "P": 3, "X": 2, "R": 1, "eeg_channels": 64,
-              "eeg_dim": 16, "adc_blocks": 1, "eeg_heads": 1, "attn_heads": 2},
-    "data": {"window_s": 1.0, "hop_s": 1.0, "split": {"protocol": "trial"}},
-    "train": {"epochs": 1, "batch_size": 4, "lr": 1.0e-3, "patience": 3, "grad_clip": 5.0, "seed": 0,
-              "max_steps_per_epoch": 2, "max_val_windows": 4},
-}
-
 
 def _talkers(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -101,16 +91,9 @@ def test_file_mode_interferers_give_confusion_rate(tmp_path, capsys):
     assert not bad.exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(kul_dataset, tmp_path_factory) -> Path:
-    from speaker_extraction.train import main
-
-    folder = tmp_path_factory.mktemp("se_aad_run")
-    config_path = folder / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(TINY_CONFIG))
-    run = folder / "run"
-    assert main(["--config", str(config_path), "--data", str(kul_dataset), "--out", str(run), "--no-progress"]) == 0
-    return run
+@pytest.fixture
+def tiny_run(tiny_se_run) -> Path:
+    return tiny_se_run
 
 
 @pytest.mark.parametrize("shuffle", [False, True])

@@ -22,15 +22,6 @@ from util.errors import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_CONFIG = {
-    "model": {"type": "neurospex", "N": 16, "L": 32, "B": 16, "H": 32, "P": 3, "X": 2, "R": 1, "eeg_channels": 64,
-              "eeg_dim": 16, "adc_blocks": 1, "eeg_heads": 1, "attn_heads": 2},
-    "data": {"window_s": 1.0, "hop_s": 1.0, "split": {"protocol": "trial"}},
-    "train": {"epochs": 1, "batch_size": 4, "lr": 1.0e-3, "patience": 3, "grad_clip": 5.0, "seed": 0,
-              "max_steps_per_epoch": 2, "max_val_windows": 4},
-}
-
-
 # ---------------------------------------------------------------------------
 def test_loss_matches_numpy_metric():
     from speaker_extraction.loss import neg_si_sdr_loss
@@ -70,16 +61,9 @@ def test_overlap_add_identity_model_any_length():
 
 
 # ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def trained_run(kul_dataset, tmp_path_factory) -> Path:
-    from speaker_extraction.train import main
-
-    folder = tmp_path_factory.mktemp("se_run")
-    config_path = folder / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(TINY_CONFIG))
-    run = folder / "run"
-    assert main(["--config", str(config_path), "--data", str(kul_dataset), "--out", str(run), "--no-progress"]) == 0
-    return run
+@pytest.fixture
+def trained_run(tiny_se_run) -> Path:
+    return tiny_se_run
 
 
 def test_train_writes_checkpoints_log_and_plot(trained_run):
@@ -98,7 +82,7 @@ def test_train_writes_checkpoints_log_and_plot(trained_run):
     assert np.isfinite(float(rows[0]["val_si_sdr"])) and float(rows[0]["lr"]) == pytest.approx(1e-3)
 
 
-def test_resume_continues_from_last(trained_run, kul_dataset, tmp_path):
+def test_resume_continues_from_last(trained_run, kul_dataset, tmp_path, tiny_se_config):
     import shutil
 
     from speaker_extraction.train import main
@@ -108,7 +92,7 @@ def test_resume_continues_from_last(trained_run, kul_dataset, tmp_path):
     shutil.copytree(trained_run, run)
     before = load_checkpoint(run / "last.pt")["model"]
     config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(TINY_CONFIG))
+    config_path.write_text(yaml.safe_dump(tiny_se_config))
     assert main(["--config", str(config_path), "--data", str(kul_dataset), "--out", str(run), "--resume",
                  "--epochs", "2", "--no-progress"]) == 0
     rows = list(csv.DictReader(open(run / "log.csv")))
