@@ -35,7 +35,25 @@ import numpy as np
 from util.errors import EEGKitError, run_cli
 
 COLUMNS = ("subject", "window_s", "r_attended", "r_unattended")
+DECISION_WINDOWS_S = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)  # the decision windows the AAD literature reports
 _TOL = 1e-9  # slack for floor/ceil/>= on values that are integers in exact arithmetic (c * (N - 1), kbar)
+
+
+def parse_windows(text, flag: str = "--windows") -> tuple[float, ...]:
+    """``"1,2,5"`` (or a sequence) -> sorted unique positive window lengths in s; one-line error naming ``flag``."""
+    values = []
+    for item in (text.split(",") if isinstance(text, str) else text):
+        item = str(item).strip()
+        try:
+            value = float(item)
+        except ValueError:
+            raise EEGKitError(f"{flag} {text}: {item!r} is not a number (e.g. 1,2,5,10,20,30,60)") from None
+        if not math.isfinite(value) or value <= 0:
+            raise EEGKitError(f"{flag} {text}: window lengths must be positive seconds, got {item}")
+        values.append(value)
+    if not values:
+        raise EEGKitError(f"{flag} {text!r}: no window lengths given")
+    return tuple(sorted(set(values)))
 
 
 # ----------------------------------------------------------------------------- accuracy and binomial statistics

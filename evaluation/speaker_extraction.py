@@ -26,7 +26,7 @@ known (`speaker_extraction.evaluate`; file mode with ``--interferers``):
 
 Library API: `evaluate_files(estimates, references, mixtures, interferers=None) -> report`,
 `score_window(...)`, `summarise(rows)`, `build_report(rows, meta)`, `decision_windows(...)`,
-`extraction_aad(rows)`, `parse_windows(text)`, `plot_report(report, path)`, `write_and_print(report, out, plot)`.
+`extraction_aad(rows)`, `plot_report(report, path)`, `write_and_print(report, out, plot)`.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from evaluation.aad import DECISION_WINDOWS_S
 from evaluation.speech_metrics import pesq_nb, si_sdr, stoi_score
 from util.atomic import atomic_savefig, atomic_write_json
 from util.errors import EEGKitError, run_cli
@@ -46,7 +47,7 @@ from util.features import load_audio
 
 METRICS = ("si_sdr", "si_sdri", "pesq", "stoi")
 PESQ_FS = 8000
-AAD_WINDOWS_S = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)  # decision windows of the AAD literature
+AAD_WINDOWS_S = DECISION_WINDOWS_S
 
 
 def score_window(estimate: np.ndarray, target: np.ndarray, mixture: np.ndarray, fs: int,
@@ -297,17 +298,6 @@ def write_and_print(report: dict, out: str | Path, plot: str | Path | None = Non
     if report.get("extraction_aad", {}).get("pooled"):
         print("extraction-derived AAD accuracy (whole held-out trials): " + ", ".join(
             f"{w} s {v['accuracy']:.3f} (n={v['n_windows']})" for w, v in report["extraction_aad"]["pooled"].items()))
-
-
-def parse_windows(text: str) -> list[float]:
-    """``"1,2,5"`` -> [1.0, 2.0, 5.0]; one-line error naming --aad-windows otherwise."""
-    try:
-        windows = [float(part) for part in str(text).split(",") if part.strip()]
-    except ValueError:
-        raise EEGKitError(f"--aad-windows: expected comma-separated seconds, got {text!r}") from None
-    if not windows or not all(np.isfinite(w) and w > 0 for w in windows):
-        raise EEGKitError(f"--aad-windows: window lengths must be positive and finite, got {text!r}")
-    return windows
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

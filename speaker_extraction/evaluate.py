@@ -26,8 +26,9 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from evaluation.aad import parse_windows
 from evaluation.speaker_extraction import (AAD_WINDOWS_S, add_report_arguments, build_report, decision_windows,
-                                           extraction_aad, parse_windows, score_window, write_and_print)
+                                           extraction_aad, score_window, write_and_print)
 from util.errors import EEGKitError, run_cli
 
 
@@ -136,8 +137,6 @@ def trial_aad(model, config: dict, corpus, trial_keys: list[tuple], windows_s: S
     return report
 
 
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Score a trained EEG-guided speaker extractor (SI-SDR, SI-SDRi, PESQ nb, STOI) on a dataset split "
@@ -165,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    aad_windows = () if args.no_aad else parse_windows(args.aad_windows)
+    aad_windows = () if args.no_aad else parse_windows(args.aad_windows, "--aad-windows")
     report = evaluate_run(args.run, args.data, args.split, args.shuffle_eeg, args.batch_size, args.max_windows,
                           args.seed, progress=not args.no_progress, device=args.device, threads=args.threads,
                           aad_windows=aad_windows)

@@ -94,6 +94,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from evaluation.aad import DECISION_WINDOWS_S, parse_windows
 from util.atomic import atomic_save_npy, atomic_write_text
 from util.errors import EEGKitError, run_cli
 from util.features import FS_TASK2, gammatone_envelope, load_audio, resample
@@ -104,7 +105,7 @@ from util.features import FS_TASK2, gammatone_envelope, load_audio, resample
 __all__ = ["DEFAULT_WINDOWS", "MODELS", "ALPHAS", "Trial", "Fold", "Lags", "load_trials", "loto_folds",
            "folds_from_run", "ridge_fold", "inner_cv_scores", "window_rows", "run_aad", "main"]
 
-DEFAULT_WINDOWS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+DEFAULT_WINDOWS = DECISION_WINDOWS_S
 MODELS = ("ridge", "linear", "vlaai_small")
 ENGINE_MODELS = ("linear", "vlaai_small")
 ALPHAS = tuple(float(10.0 ** e) for e in np.arange(-5.0, 3.01, 0.5))  # lambda / mean eigenvalue
@@ -560,22 +561,6 @@ def _csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------- argument checks
-def parse_windows(text) -> tuple[float, ...]:
-    values = []
-    for item in (text.split(",") if isinstance(text, str) else text):
-        item = str(item).strip()
-        try:
-            value = float(item)
-        except ValueError:
-            raise EEGKitError(f"--windows {text}: {item!r} is not a number (e.g. 1,2,5,10,20,30,60)") from None
-        if not math.isfinite(value) or value <= 0:
-            raise EEGKitError(f"--windows {text}: window lengths must be positive seconds, got {item}")
-        values.append(value)
-    if not values:
-        raise EEGKitError(f"--windows {text!r}: no window lengths given")
-    return tuple(sorted(set(values)))
-
-
 def _pair(text, flag: str, example: str) -> tuple[float, float]:
     parts = text.split(",") if isinstance(text, str) else list(text)
     try:
