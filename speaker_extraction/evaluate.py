@@ -121,7 +121,7 @@ def trial_aad(model, config: dict, corpus, trial_keys: list[tuple], windows_s: S
     rows = []
     for k, (subject, trial) in enumerate(tqdm(trial_keys, desc="extract trials", unit="trial", disable=not progress)):
         arrays = corpus.trial_arrays(subject, trial)
-        eeg = arrays["eeg"] if not shuffle_eeg else corpus.trial_arrays(*trial_keys[sources[k]])["eeg"]
+        eeg = arrays["eeg"] if not shuffle_eeg else corpus.eeg(corpus.record(*trial_keys[sources[k]]))
         n_eeg = arrays["eeg"].shape[0]
         if eeg.shape[0] < n_eeg:  # another trial's EEG, edge-padded to this trial's length
             eeg = np.concatenate([eeg, np.repeat(eeg[-1:], n_eeg - eeg.shape[0], axis=0)])
