@@ -248,7 +248,8 @@ def _fake_cocktail(folder: Path, channels: int = 64) -> Path:
 
 
 @pytest.mark.parametrize("case", ["missing_data", "unknown_model", "windows_x", "windows_zero", "windows_negative",
-                                  "nonempty_out", "cocktail_channels"])
+                                  "nonempty_out", "cocktail_channels", "band_reversed", "band_text", "lags_reversed",
+                                  "fs_too_low", "epochs_with_ridge", "split_from_missing_run"])
 def test_bad_inputs_exit_2_with_one_line(case, kul_dataset, tmp_path):
     out = tmp_path / "out"
     data = str(kul_dataset)
@@ -274,6 +275,24 @@ def test_bad_inputs_exit_2_with_one_line(case, kul_dataset, tmp_path):
     elif case == "cocktail_channels":
         data = str(_fake_cocktail(tmp_path / "fake"))
         expect = "trial_1.mat: 'eeg' must have 128 channels"
+    elif case == "band_reversed":
+        args += ["--band", "9,1"]
+        expect = "--band 9,1: need 0 < LOW < HIGH Hz"
+    elif case == "band_text":
+        args += ["--band", "low,high"]
+        expect = "--band low,high: expected two numbers LOW,HIGH"
+    elif case == "lags_reversed":
+        args += ["--lags-ms", "250,0"]
+        expect = "--lags-ms 250,0: need 0 <= LOW <= HIGH"
+    elif case == "fs_too_low":
+        args += ["--fs", "4"]
+        expect = "--fs 4: the working rate must be at least 8 Hz"
+    elif case == "epochs_with_ridge":
+        args += ["--epochs", "3"]
+        expect = "--epochs: only for the trained models"
+    elif case == "split_from_missing_run":
+        args += ["--split-from-run", str(tmp_path / "no_run")]
+        expect = "--split-from-run"
     proc = _cli("--data", data, *args)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
