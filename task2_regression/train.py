@@ -16,6 +16,7 @@ chosen on val) and saved the same way.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from util.features import BANDS
 from util.windowing import seconds_to_samples
 
 AUDIO_TARGETS = ("mel80", "mag")
+SUBMITTED_TARGETS = ("mel", "envelope")
 DEFAULTS_PATH = Path(__file__).resolve().parent / "configs" / "defaults.yaml"
 
 
@@ -46,14 +48,20 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
 
     cfg = config_util.resolve(config, config_util.load_defaults(DEFAULTS_PATH))
     target = cfg["target"]
-    if target not in ("mel", "envelope"):
+    if target not in SUBMITTED_TARGETS:
         raise EEGKitError(f"config: target must be 'mel' or 'envelope', got {target!r}")
     targets = list(cfg["targets"] or [target])
     unknown = [t for t in targets if t not in BANDS]
     if unknown:
         raise EEGKitError(f"config: unknown targets {unknown} (known: {list(BANDS)})")
+    if target not in targets and len(targets) == 1 and targets[0] in SUBMITTED_TARGETS:
+        # a single-target config written for the other submitted target: `target=...` alone switches it
+        say(f"target={target}: training targets {targets} -> [{target!r}]")
+        targets = [target]
     if target not in targets:
-        raise EEGKitError(f"config: the submitted target {target!r} is not in targets {targets}")
+        raise EEGKitError(f"config: the submitted target {target!r} is not in targets {targets} "
+                          f"(add it, e.g. 'targets=[{', '.join([target] + targets)}]', or leave targets out to "
+                          f"train [target] alone)")
     if "type" not in cfg["model"]:
         raise EEGKitError("config: missing model.type")
     data, train = cfg["data"], cfg["train"]
@@ -77,9 +85,69 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
             targets = [t for t in targets if t not in AUDIO_TARGETS]
             say(f"no stimulus audio for every stimulus (looked in {candidate}): dropping targets {dropped}, "
                 f"training on {targets}")
+    if cfg["model"]["type"] == "cat_wavenet" and len(targets) == 1:
+        say(f"warning: cat_wavenet with the single target {targets[0]!r} is a single-stage WaveNet with no "
+            f"cross-attention (the Ablation-1 shape); the CAT model needs at least two stages, e.g. "
+            f"'targets=[envelope, mel]'")
     cfg["targets"] = targets
     data["stimulus_audio_dir"] = str(audio_dir) if audio_dir else None
+    _check_subjects(cfg, groups if groups is not None else split_data.discover(split_data.resolve_split_dir(data_dir)),
+                    data_dir)
     return cfg
+
+
+def _check_subjects(cfg: dict, groups: dict, data_dir) -> None:
+    """``data.subjects`` / ``data.holdout_subjects``: lists of training subjects of the data, disjoint."""
+    data = cfg["data"]
+    known = training_subjects(groups)
+    for key in ("subjects", "holdout_subjects"):
+        names = data[key]
+        if not all(isinstance(name, str) for name in names):
+            raise EEGKitError(f"config: data.{key} must be a list of subject names, got {names!r}")
+        if len(set(names)) != len(names):
+            raise EEGKitError(f"config: data.{key} lists a subject twice: {names}")
+        missing = [name for name in names if name not in known]
+        if missing:
+            raise EEGKitError(f"config: data.{key}: {', '.join(missing)} not among the training subjects of "
+                              f"{data_dir} ({', '.join(known)})")
+    both = sorted(set(data["subjects"]) & set(data["holdout_subjects"]))
+    if both:
+        raise EEGKitError(f"config: {', '.join(both)} in both data.subjects and data.holdout_subjects")
+    if not used_subjects(cfg, groups):
+        raise EEGKitError(f"config: data.holdout_subjects {data['holdout_subjects']} leaves no subject to train on "
+                          f"({len(known)} in {data_dir})")
+
+
+def training_subjects(groups: dict) -> list[str]:
+    """Sorted subjects that have a train part in a `task2_regression.data.discover` result."""
+    return sorted({key[1] for key in groups if key[0] == "train"})
+
+
+def used_subjects(cfg: dict, groups: dict) -> list[str]:
+    """The subjects a run trains and validates on: ``data.subjects`` (or all) minus ``data.holdout_subjects``."""
+    chosen = cfg["data"]["subjects"] or training_subjects(groups)
+    return [name for name in chosen if name not in set(cfg["data"]["holdout_subjects"])]
+
+
+def choose_holdout(spec: str, subjects: Sequence[str], seed: int) -> list[str]:
+    """``--holdout-subjects``: 'sub-002,sub-005' (those) or 'N' (N subjects drawn with ``seed``), sorted."""
+    text = str(spec).strip()
+    if text.isdigit():
+        count = int(text)
+        if not 0 < count < len(subjects):
+            raise EEGKitError(f"--holdout-subjects {spec}: need 1 to {len(subjects) - 1} of the "
+                              f"{len(subjects)} training subjects")
+        rng = np.random.default_rng(int(seed))
+        return sorted(str(name) for name in rng.choice(sorted(subjects), size=count, replace=False))
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise EEGKitError(f"--holdout-subjects {spec!r}: expected a count (e.g. 2) or subject names "
+                          f"(e.g. sub-002,sub-005)")
+    missing = [name for name in names if name not in subjects]
+    if missing:
+        raise EEGKitError(f"--holdout-subjects: {', '.join(missing)} not among the training subjects "
+                          f"({', '.join(subjects)})")
+    return sorted(set(names))
 
 
 # --------------------------------------------------------------------------- data
@@ -101,15 +169,20 @@ def _to_device(batch: dict, keys: Sequence[str], device) -> dict:
 
 
 def load_split(cfg: dict, data_dir: Path, split: str, cache_dir: Path | None = None, groups: dict | None = None):
-    """Recordings of one split with the config's features and normalisation."""
+    """Recordings of one split with the config's features and normalisation, of the run's subjects only
+    (``data.subjects`` or all, minus ``data.holdout_subjects``)."""
     from task2_regression.data import load_recordings
 
     from task2_regression.predict import model_channels
 
     features = ("eeg",) + tuple(cfg["targets"])
     audio = cfg["data"].get("stimulus_audio_dir")
+    from task2_regression.data import discover, resolve_split_dir
+
+    groups = groups if groups is not None else discover(resolve_split_dir(data_dir))
     return load_recordings(data_dir, split, features=features, stimulus_audio_dir=audio, cache_dir=cache_dir,
-                           normalize=cfg["data"]["normalize"], groups=groups, n_channels=model_channels(cfg))
+                           normalize=cfg["data"]["normalize"], groups=groups, n_channels=model_channels(cfg),
+                           subjects=used_subjects(cfg, groups))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -190,13 +263,29 @@ def make_step(cfg: dict, info) -> Callable:
     return step
 
 
+def apply_holdout(cfg: dict, holdout: str | None, groups: dict, data_dir) -> dict:
+    """Put ``--holdout-subjects`` (names or a count drawn with ``train.seed``) into ``data.holdout_subjects``."""
+    if holdout is None:
+        return cfg
+    chosen = choose_holdout(holdout, training_subjects(groups), int(cfg["train"]["seed"]))
+    already = list(cfg["data"]["holdout_subjects"])
+    if already and sorted(already) != chosen:
+        raise EEGKitError(f"--holdout-subjects {holdout}: gives {chosen}, but the config already holds "
+                          f"data.holdout_subjects {already}; give one of them")
+    cfg["data"]["holdout_subjects"] = chosen
+    _check_subjects(cfg, groups, data_dir)
+    return cfg
+
+
 def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bool = False,
           stimulus_audio: str | Path | None = None, average: bool = False, cache_dir: str | Path | None = None,
-          say: Callable[[str], None] | None = None) -> dict:
+          say: Callable[[str], None] | None = None, holdout: str | None = None) -> dict:
     """Train (or resume) one run; returns {'best_val', 'epochs_run', 'stopped_early', 'out_dir', 'targets'}.
 
     config: a loaded config dict (overrides already applied); data_dir: dataset root (or split_data);
-    out_dir: run folder. Under torchrun the process group is joined here and left at the end.
+    out_dir: run folder; holdout: ``--holdout-subjects`` ('sub-002,sub-005' or a count), stored in the
+    run's config as ``data.holdout_subjects`` (kept out of train and val). Under torchrun the process
+    group is joined here and left at the end.
     """
     from task2_regression import data
     from task2_regression.models import build_model
@@ -208,13 +297,16 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
     try:
         groups = data.discover(data.resolve_split_dir(data_dir))  # the folder is listed once
         cfg = resolve_config(config, data_dir, stimulus_audio, say=speak, groups=groups)
+        cfg = apply_holdout(cfg, holdout, groups, data_dir)
         if epochs is not None:
             cfg["train"]["epochs"] = int(epochs)
         targets, target = list(cfg["targets"]), cfg["target"]
         train_recs = load_split(cfg, data_dir, "train", cache_dir, groups)
         val_recs = load_split(cfg, data_dir, "val", cache_dir, groups)
-        speak(f"data: {len(train_recs)} train / {len(val_recs)} val recordings, targets {targets}, "
-              f"world size {info.world_size}")
+        held_out = cfg["data"]["holdout_subjects"]
+        speak(f"data: {len(train_recs)} train / {len(val_recs)} val recordings of "
+              f"{len(used_subjects(cfg, groups))} subject(s), targets {targets}, world size {info.world_size}"
+              + (f"; held-out subjects (not trained on, not validated on) {', '.join(held_out)}" if held_out else ""))
         build = lambda: build_model(cfg["model"], {name: BANDS[name] for name in targets})  # noqa: E731
 
         if cfg["model"]["type"] == "ridge":
@@ -239,6 +331,45 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
         distributed.cleanup(info)
 
 
+PER_SUBJECT_FILE = "per_subject.json"  # marks a parent folder of per-subject runs
+
+
+def train_per_subject(config: dict, data_dir, out_dir, holdout: str | None = None,
+                      say: Callable[[str], None] | None = None, **kwargs) -> dict:
+    """One run per training subject under ``out_dir/<subject>/`` (``data.subjects: [subject]`` each).
+
+    Held-out subjects get no model. Writes ``out_dir/per_subject.json`` ``{"subjects": {subject: folder},
+    "holdout_subjects": [...]}`` (the marker `task2_regression.predict` and `.evaluate` read) last, so a
+    folder without it is not a finished per-subject run. Returns {'runs': {subject: result}, 'out_dir'}.
+    """
+    from task2_regression import data
+    from util.atomic import atomic_write_json
+
+    say = say or (lambda message: print(message, flush=True))
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if config.get("data", {}).get("subjects"):
+        raise EEGKitError("--per-subject: the config already restricts data.subjects; leave it out "
+                          "(every training subject gets its own run)")
+    groups = data.discover(data.resolve_split_dir(data_dir))
+    cfg = apply_holdout(resolve_config(config, data_dir, kwargs.get("stimulus_audio"), say=lambda m: None,
+                                       groups=groups), holdout, groups, data_dir)
+    subjects = used_subjects(cfg, groups)
+    say(f"per-subject: {len(subjects)} runs under {out_dir} ({', '.join(subjects)})")
+    runs = {}
+    for subject in subjects:
+        one = copy.deepcopy(config)
+        one.setdefault("data", {})["subjects"] = [subject]
+        one["data"]["holdout_subjects"] = list(cfg["data"]["holdout_subjects"])
+        say(f"--- {subject}")
+        runs[subject] = train(one, data_dir, out_dir / subject, say=say, **kwargs)
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic_write_json(out_dir / PER_SUBJECT_FILE, {
+            "kind": "per_subject", "subjects": {subject: subject for subject in subjects},
+            "holdout_subjects": list(cfg["data"]["holdout_subjects"]),
+            "best_val": {subject: runs[subject]["best_val"] for subject in subjects}}, indent=1)
+    return {"runs": runs, "out_dir": str(out_dir)}
+
+
 # --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -259,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "OUT/averaged.pt = uniform average of them")
     parser.add_argument("--cache-dir", default=None,
                         help="cache folder for mel80/mag targets (default: DATA/derivatives/stimulus_targets)")
+    parser.add_argument("--holdout-subjects", default=None, metavar="LIST|N",
+                        help="keep these training subjects out of train AND val, for a subject-independent score "
+                             "without a test set: names (sub-002,sub-005) or a count N drawn with train.seed. "
+                             "Stored in the run's config (data.holdout_subjects); "
+                             "`python -m task2_regression.evaluate --heldout` scores them")
+    parser.add_argument("--per-subject", action="store_true",
+                        help="fit one model per training subject, each its own run folder OUT/<subject>/ "
+                             "(data.subjects: [subject]), plus OUT/per_subject.json; predict.py and evaluate.py "
+                             "take OUT and use each subject's own model")
     parser.add_argument("overrides", nargs="*", help="config overrides as dotted.key=value, e.g. train.lr=5e-4")
     return parser
 
@@ -266,8 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_util.load_config(args.config, args.overrides)
-    result = train(cfg, args.data, args.out, epochs=args.epochs, resume=args.resume,
-                   stimulus_audio=args.stimulus_audio, average=args.average_checkpoints, cache_dir=args.cache_dir)
+    options = dict(epochs=args.epochs, resume=args.resume, stimulus_audio=args.stimulus_audio,
+                   average=args.average_checkpoints, cache_dir=args.cache_dir)
+    if args.per_subject:
+        result = train_per_subject(cfg, args.data, args.out, holdout=args.holdout_subjects, **options)
+        if int(os.environ.get("RANK", "0")) == 0:
+            scores = ", ".join(f"{s} {r['best_val']:.4f}" for s, r in result["runs"].items())
+            print(f"done: {len(result['runs'])} per-subject runs (best val Pearson {scores}) -> {result['out_dir']}")
+        return 0
+    result = train(cfg, args.data, args.out, holdout=args.holdout_subjects, **options)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: best val Pearson {result['best_val']:.4f} ({result['epochs_run']} epochs) -> {result['out_dir']}")
     return 0
