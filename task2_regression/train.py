@@ -210,7 +210,8 @@ def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> float:
     """Closed-form fit: streaming covariance over non-overlapping train windows, alpha chosen on val."""
     from util import windowing
 
-    length = seconds_to_samples(float(cfg["data"]["window_s"]))
+    # the streaming chunk is cut to the shortest recording, so short recordings still count
+    length = min(seconds_to_samples(float(cfg["data"]["window_s"])), min(r.n_samples for r in train_recs))
     features = ("eeg",) + tuple(cfg["targets"])
     train_set = windowing.FixedWindows(train_recs, length, length, features)
     batch_size = int(cfg["data"]["batch_size"])
