@@ -54,10 +54,6 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
     unknown = [t for t in targets if t not in BANDS]
     if unknown:
         raise EEGKitError(f"config: unknown targets {unknown} (known: {list(BANDS)})")
-    if target not in targets and len(targets) == 1 and targets[0] in SUBMITTED_TARGETS:
-        # a single-target config written for the other submitted target: `target=...` alone switches it
-        say(f"target={target}: training targets {targets} -> [{target!r}]")
-        targets = [target]
     if target not in targets:
         raise EEGKitError(f"config: the submitted target {target!r} is not in targets {targets} "
                           f"(add it, e.g. 'targets=[{', '.join([target] + targets)}]', or leave targets out to "
@@ -322,6 +318,10 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
 
         seed = int(cfg["train"]["seed"])
         train_set = _windows_dataset(train_recs, cfg, ["eeg"] + targets, "train", seed)
+        if len(train_set) == 0:
+            longest = max(r.n_samples for r in train_recs) / seconds_to_samples(1.0)
+            raise EEGKitError(f"config: data.window_s {cfg['data']['window_s']:g} is longer than every training "
+                              f"recording of {data_dir} (longest {longest:.1f} s); use a shorter data.window_s")
         val_set = _windows_dataset(val_recs, cfg, ["eeg", target], "val", seed)
         score = lambda model, dataset, rank_info: {"val_pearson": validate(model, dataset, target, rank_info)}  # noqa: E731
         result = trainer.fit(cfg, out_dir, info, build, make_step(cfg, info), score, train_set, val_set,
