@@ -90,7 +90,8 @@ def circular_shift_null(prediction, target, fs: float, n_shifts: int = 100, min_
 
     ``segment`` (frames): score each shift with the Task 2 segment rule (see ``segment_score``).
     ``observed``: the score to test (default: the unshifted score of the same arrays).
-    Returns ``{"mean", "p95", "p_value", "n_shifts", "min_shift_s", "observed"}``.
+    Returns ``{"mean", "p95", "p_value", "n_shifts", "min_shift_s", "observed", "values"}``
+    (``values``: the (n_shifts,) null scores; not for JSON).
     """
     prediction = np.asarray(prediction, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
@@ -113,10 +114,22 @@ def circular_shift_null(prediction, target, fs: float, n_shifts: int = 100, min_
         index = (frames[None, :] - chunk[:, None]) % n_frames  # (chunk, time): rolled by each shift
         shifted = target[index]  # (chunk, time, bands)
         null[start : start + len(chunk)] = segment_score(prediction, shifted, segment)
+    return summarize_null(null, observed, min_shift_s)
+
+
+def summarize_null(null: np.ndarray, observed: float, min_shift_s: float) -> dict:
+    """Mean, 95th percentile and permutation p-value (count(null >= observed) + 1) / (n + 1)."""
+    null = np.asarray(null, dtype=np.float64)
     count = int(np.sum(null >= observed - 1e-12))
     return {"mean": float(null.mean()), "p95": float(np.percentile(null, 95)),
             "p_value": (count + 1) / (len(null) + 1), "n_shifts": int(len(null)),
-            "min_shift_s": float(min_shift_s), "observed": float(observed)}
+            "min_shift_s": float(min_shift_s), "observed": float(observed), "values": null}
+
+
+def combine_nulls(nulls: Sequence[Mapping], observed: float) -> dict:
+    """Null of a mean over subjects: draw k is the mean of the subjects' draws k (independent shifts)."""
+    values = np.mean([null["values"] for null in nulls], axis=0)  # (n_shifts,)
+    return summarize_null(values, observed, nulls[0]["min_shift_s"])
 
 
 def mismatched_pairs(keys: Sequence[tuple]) -> list:
@@ -206,3 +219,31 @@ def format_controls(block: Mapping, indent: str = "") -> str:
              f"mismatched EEG {value(mismatched)} | above noise {value(block.get('score_above_noise'))}"]
     lines += [f"{indent}WARNING: {w}" for w in block.get("warnings", [])]
     return "\n".join(lines)
+
+
+def draw_controls(ax, report: Mapping, score_label: str = "score") -> None:
+    """Per-subject bars of the score, the noise-EEG and mismatched-EEG controls, and the null's p95.
+
+    ``report`` holds ``per_subject`` ({subject: score}) and ``per_subject_controls`` (blocks of
+    ``control_report``); the overall warnings go into the title.
+    """
+    subjects = list(report["per_subject"])
+    blocks = report["per_subject_controls"]
+    x = np.arange(len(subjects))
+    width = 0.27
+
+    def values(name):
+        return [np.nan if (blocks[s]["controls"].get(name) or {}).get("score") is None
+                else blocks[s]["controls"][name]["score"] for s in subjects]
+
+    ax.bar(x - width, [report["per_subject"][s] for s in subjects], width, color="tab:blue", label=score_label)
+    ax.bar(x, values("noise_eeg"), width, color="tab:red", label="noise EEG")
+    ax.bar(x + width, values("mismatched_eeg"), width, color="tab:gray", label="mismatched EEG")
+    p95 = [np.nan if not blocks[s]["controls"].get("circular_shift") else blocks[s]["controls"]["circular_shift"]["p95"]
+           for s in subjects]
+    ax.scatter(x, p95, marker="_", s=300, color="k", zorder=3, label="circular-shift null p95")
+    all_warnings = list(report.get("warnings", [])) + [w for s in subjects for w in blocks[s]["warnings"]]
+    title = "per subject, with controls"
+    if any(w.startswith(EEG_INDEPENDENT_WARNING) for w in all_warnings):
+        title += "\nWARNING: " + EEG_INDEPENDENT_WARNING
+    ax.set_title(title, fontsize=9, color="tab:red" if "WARNING" in title else "k")

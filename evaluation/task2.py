@@ -220,7 +220,7 @@ def format_report(report: dict) -> str:
 
 
 def plot_report(report: dict, png_path: str | Path) -> None:
-    """Bar plots of per-subject and per-band mean Pearson r, saved atomically."""
+    """Bar plots of per-subject (with its controls when the report has them) and per-band mean r, saved atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,11 +230,23 @@ def plot_report(report: dict, png_path: str | Path) -> None:
 
     subjects = list(report["per_subject"])
     fig, (ax_sub, ax_band) = plt.subplots(1, 2, figsize=(max(8.0, 0.35 * len(subjects) + 5), 4))
-    ax_sub.bar(range(len(subjects)), [report["per_subject"][s] for s in subjects], color="tab:blue")
+    if "per_subject_controls" in report:  # scores beside their controls (evaluation.controls)
+        from evaluation.controls import draw_controls
+
+        draw_controls(ax_sub, report)
+    else:
+        ax_sub.bar(range(len(subjects)), [report["per_subject"][s] for s in subjects], color="tab:blue")
     ax_sub.axhline(report["score"], color="k", ls="--", lw=1, label=f"score {report['score']:.4f}")
     ax_sub.set_xticks(range(len(subjects)), subjects, rotation=90, fontsize=7)
     ax_sub.set_ylabel("mean Pearson r")
-    ax_sub.set_title("per subject")
+    if "per_subject_controls" not in report:
+        ax_sub.set_title("per subject")
+    elif report.get("controls"):
+        noise = (report["controls"].get("noise_eeg") or {}).get("score")
+        above = report.get("score_above_noise")
+        fig.suptitle(f"score {report['score']:.3f}; noise-EEG control "
+                     f"{'n/a' if noise is None else f'{noise:.3f}'}; above noise "
+                     f"{'n/a' if above is None else f'{above:.3f}'}", fontsize=9)
     ax_sub.legend(fontsize=8)
     ax_band.bar(range(len(report["per_band"])), report["per_band"], color="tab:orange")
     ax_band.set_xticks(range(len(report["per_band"])))

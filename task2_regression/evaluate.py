@@ -1,7 +1,7 @@
 """Task 2 scores of a trained run without a test set: within-subject, and on held-out subjects.
 
     python -m task2_regression.evaluate --run RUN --data DATASET [--split test] [--segment-s 30] \
-        [--checkpoint best] [--out report.json]
+        [--checkpoint best] [--out report.json] [--plot report.png] [--no-costly-controls] [--n-shifts 100]
     python -m task2_regression.evaluate --heldout --run RUN --data DATASET [--segment-s 30] \
         [--curve 5,10,20,30] [--no-costly-controls] [--out report.json] [--plot curve.png]
 
@@ -22,6 +22,13 @@ padded at the end to the segment length, and scored with the official rule of
 subjects) against the raw (unnormalised) target. The report adds, per subject, the per-band mean
 and std over that subject's segments. This lets a user without a held-out test set report both
 numbers (within-subject and held-out subjects), like the 2023 edition did.
+
+Controls (`score_with_controls`, all on by default; `--no-costly-controls` drops the two that
+rerun the model): noise EEG, the circular-shift null and mismatched EEG, overall and per subject,
+with the score above the noise control, the subjects significant after Holm's correction and a
+warning when the noise control exceeds the null's 95th percentile (see `evaluation.controls`).
+Held-out-subject scoring reuses `group_segments` / `score_with_controls` with its own
+per-segment ``transform``.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.task2 import format_report, pearson_per_band, score
+from evaluation.task2 import format_report, pearson_per_band, plot_report, score
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
 from util.features import FS_TASK2
@@ -51,11 +58,150 @@ def segment_recordings(recordings, target: str, segment: int):
             yield rec.subject, f"{rec.subject}_{rec.stimulus}_{k}", eeg, label
 
 
+def group_segments(recordings, target: str, segment: int) -> list[dict]:
+    """One entry per recording with at least one segment: the input of `score_with_controls`.
+
+    ``{"subject", "stimulus", "ids": [segment ids], "eeg": (n, segment, C) as the model sees it,
+    "labels": (n, segment, bands) raw}``.
+    """
+    groups: dict = {}
+    for subject, segment_id, eeg, label in segment_recordings(recordings, target, segment):
+        stimulus = segment_id[len(subject) + 1 : segment_id.rindex("_")]
+        entry = groups.setdefault((subject, stimulus), {"subject": subject, "stimulus": stimulus, "ids": [],
+                                                        "eeg": [], "labels": []})
+        entry["ids"].append(segment_id)
+        entry["eeg"].append(eeg)
+        entry["labels"].append(label)
+    out = []
+    for entry in groups.values():
+        entry["eeg"] = np.stack(entry["eeg"])  # (n, segment, C)
+        entry["labels"] = np.stack(entry["labels"])  # (n, segment, bands)
+        out.append(entry)
+    return out
+
+
 @torch.no_grad()
+def predict_stack(model, target: str, eeg: np.ndarray, transform=None, batch_size: int = 8) -> np.ndarray:
+    """(n, segment, C) EEG -> (n, segment, bands) predictions, padded at the end to the segment length.
+
+    ``transform`` (optional) maps one (segment, C) EEG segment to what the model sees (e.g. a
+    per-segment z-score for unseen subjects); it is applied to real, noise and mismatched EEG alike.
+    """
+    from task2_regression.predict import pad_to_length
+
+    segment = eeg.shape[1]
+    out = []
+    for start in range(0, len(eeg), batch_size):
+        chunk = eeg[start : start + batch_size]
+        if transform is not None:
+            chunk = np.stack([transform(x) for x in chunk])
+        pred = model(torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)))[target].float().numpy()
+        out.extend(pad_to_length(p, segment) for p in pred)  # (time_out, bands) -> (segment, bands)
+    return np.stack(out)
+
+
+def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, costly_controls: bool = True,
+                        n_shifts: int = 100, min_shift_s: float = 2.0, seed: int = 0, transform=None,
+                        progress: bool = False) -> dict:
+    """Score ``groups`` (see `group_segments`) with the official rule, beside the three controls.
+
+    - the score: `evaluation.task2.score` of the model's predictions;
+    - ``noise_eeg`` (costly): the same model on Gaussian EEG with each recording's per-channel mean
+      and std (`evaluation.controls.noise_eeg`), scored against the same labels;
+    - ``circular_shift`` (cheap): per subject, the subject's predictions and labels concatenated in
+      segment order, the labels shifted circularly by >= ``min_shift_s`` and re-scored with the
+      segment rule (`evaluation.controls.circular_shift_null`); the top-level null averages the
+      subjects' null draws;
+    - ``mismatched_eeg`` (costly): each recording's labels against the predictions from the EEG of
+      another recording of the same subject (another stimulus where one exists;
+      `evaluation.controls.mismatched_pairs`), its segments taken in order (cyclically if it has fewer).
+
+    Returns the `evaluation.task2.score` report plus ``controls``, ``score_above_noise``,
+    ``warnings``, ``per_subject_controls`` ({subject: the same block}), ``per_subject_bands``
+    (per-band mean/std over each subject's segments) and ``significance``
+    (permutation p-values of the subjects, Holm-corrected). ``costly_controls=False`` leaves the
+    two model reruns out (their slots are None).
+    """
+    from evaluation import controls as ctl
+
+    if not groups:
+        raise EEGKitError("no segments to score")
+    noise_rng, shift_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    segment = groups[0]["eeg"].shape[1]
+    labels: dict[str, dict[str, np.ndarray]] = {}
+    predictions: dict[str, np.ndarray] = {}
+    stacked = []
+    for entry in tqdm(groups, desc="segments", disable=not progress):
+        pred = predict_stack(model, target, entry["eeg"], transform)  # (n, segment, bands)
+        stacked.append(pred)
+        for segment_id, p, label in zip(entry["ids"], pred, entry["labels"]):
+            predictions[segment_id] = p
+            labels.setdefault(entry["subject"], {})[segment_id] = label
+    report = score(predictions, labels)
+
+    noise_report = mismatched_report = None
+    if costly_controls:
+        noise_predictions = {}
+        for entry in tqdm(groups, desc="noise EEG control", disable=not progress):
+            flat = entry["eeg"].reshape(-1, entry["eeg"].shape[-1])  # (n * segment, C)
+            noise = ctl.noise_eeg(flat, noise_rng).reshape(entry["eeg"].shape)  # (n, segment, C)
+            noise_predictions.update(zip(entry["ids"], predict_stack(model, target, noise, transform)))
+        noise_report = score(noise_predictions, labels)
+        pairs = ctl.mismatched_pairs([(entry["subject"], entry["stimulus"]) for entry in groups])
+        mismatched_predictions, mismatched_labels = {}, {}
+        for entry, other in tqdm(list(zip(groups, pairs)), desc="mismatched EEG control", disable=not progress):
+            if other is None:
+                continue
+            donor = groups[other]["eeg"]
+            eeg = donor[np.arange(len(entry["ids"])) % len(donor)]  # (n, segment, C)
+            mismatched_predictions.update(zip(entry["ids"], predict_stack(model, target, eeg, transform)))
+            mismatched_labels.setdefault(entry["subject"], {}).update(zip(entry["ids"], entry["labels"]))
+        if mismatched_labels:
+            mismatched_report = score(mismatched_predictions, mismatched_labels)
+
+    nulls = {}
+    for subject in report["per_subject"]:
+        ids = list(labels[subject])
+        series_pred = np.concatenate([predictions[i] for i in ids])  # (n * segment, bands)
+        series_label = np.concatenate([labels[subject][i] for i in ids])
+        try:
+            nulls[subject] = ctl.circular_shift_null(series_pred, series_label, fs, n_shifts, min_shift_s, shift_rng,
+                                                     segment=segment, observed=report["per_subject"][subject])
+        except ValueError:  # too short for the minimum shift
+            nulls[subject] = None
+    per_subject_controls = {}
+    for subject, value in report["per_subject"].items():
+        noise_value = None if noise_report is None else noise_report["per_subject"][subject]
+        mismatched_value = (None if mismatched_report is None
+                            else mismatched_report["per_subject"].get(subject))
+        per_subject_controls[subject] = ctl.control_report(value, noise_value, nulls[subject], mismatched_value)
+    valid = [null for null in nulls.values() if null is not None]
+    overall_null = ctl.combine_nulls(valid, report["score"]) if valid else None
+    block = ctl.control_report(report["score"], None if noise_report is None else noise_report["score"],
+                               overall_null, None if mismatched_report is None else mismatched_report["score"])
+    significance = ctl.significance_block({s: (n["p_value"] if n else None) for s, n in nulls.items()}, n_shifts)
+    block["warnings"] += significance.pop("warnings")
+    if mismatched_report is not None and mismatched_report["n_subjects"] < report["n_subjects"]:
+        block["warnings"].append(f"mismatched EEG: {report['n_subjects'] - mismatched_report['n_subjects']} "
+                                 "subject(s) have a single recording and no mismatched score")
+    report.update(block)
+    per_subject_bands = {}
+    for subject, segments in labels.items():
+        rows = np.array([pearson_per_band(predictions[i], label) for i, label in segments.items()])  # (n, bands)
+        per_subject_bands[subject] = {"band_mean": rows.mean(axis=0).tolist(), "band_std": rows.std(axis=0).tolist(),
+                                      "segment_std": float(rows.mean(axis=1).std()), "n_segments": len(rows)}
+    report.update({"per_subject_controls": per_subject_controls, "significance": significance,
+                   "per_subject_bands": per_subject_bands,
+                   "n_shifts": int(n_shifts), "min_shift_s": float(min_shift_s),
+                   "costly_controls": bool(costly_controls)})
+    return report
+
+
 def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: float = 30.0,
-                            checkpoint: str = "best", progress: bool = True) -> dict:
-    """Score report (see `evaluation.task2.score`) plus per-subject per-band mean/std."""
-    from task2_regression.predict import load_run_model, model_channels, pad_to_length
+                            checkpoint: str = "best", progress: bool = True, costly_controls: bool = True,
+                            n_shifts: int = 100, seed: int = 0) -> dict:
+    """Score report (see `score_with_controls`) plus per-subject per-band mean/std."""
+    from task2_regression.predict import load_run_model, model_channels
     from task2_regression.data import load_recordings
 
     model, cfg = load_run_model(run_dir, checkpoint)
@@ -64,32 +210,41 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
     segment = seconds_to_samples(float(segment_s), FS)
     if segment < 16:
         raise EEGKitError(f"--segment-s {segment_s}: too short (need at least 16 frames)")
+    if n_shifts < 1:
+        raise EEGKitError(f"--n-shifts {n_shifts}: must be at least 1")
     recordings = load_recordings(data_dir, split, features=("eeg", target), normalize=normalize,
                                  n_channels=model_channels(cfg))
-    predictions: dict[str, np.ndarray] = {}
-    labels: dict[str, dict[str, np.ndarray]] = {}
-    items = list(segment_recordings(recordings, target, segment))
-    if not items:
+    groups = group_segments(recordings, target, segment)
+    if not groups:
         longest = max(r.n_samples for r in recordings) / FS
         raise EEGKitError(f"{data_dir}: no {split!r} recording is at least {segment_s:g} s long "
                           f"(longest {longest:.1f} s); use a shorter --segment-s")
-    batch_size = 8
-    for start in tqdm(range(0, len(items), batch_size), desc="within-subject segments", disable=not progress):
-        chunk = items[start : start + batch_size]
-        eeg = torch.from_numpy(np.stack([item[2] for item in chunk]))  # (batch, segment, 64)
-        pred = model(eeg)[target].float().numpy()  # (batch, time_out, bands)
-        for (subject, segment_id, _, label), p in zip(chunk, pred):
-            predictions[segment_id] = pad_to_length(p, segment)
-            labels.setdefault(subject, {})[segment_id] = label
-    report = score(predictions, labels)
-    per_subject_bands = {}
-    for subject, segments in labels.items():
-        rows = np.array([pearson_per_band(predictions[sid], label) for sid, label in segments.items()])  # (n, bands)
-        per_subject_bands[subject] = {"band_mean": rows.mean(axis=0).tolist(), "band_std": rows.std(axis=0).tolist(),
-                                      "segment_std": float(rows.mean(axis=1).std()), "n_segments": len(rows)}
+    report = score_with_controls(model, target, groups, FS, costly_controls, n_shifts, seed=seed,
+                                 progress=progress)
     report.update({"split": split, "segment_s": float(segment_s), "checkpoint": checkpoint,
-                   "per_subject_bands": per_subject_bands, "run": str(run_dir)})
+                   "run": str(run_dir)})
     return report
+
+
+def format_within(report: dict) -> str:
+    """The printout: the score table, the controls (overall and per subject), significance, warnings."""
+    from evaluation.controls import format_controls
+
+    lines = [format_report(report)]
+    for subject, bands in report["per_subject_bands"].items():
+        means = " ".join(f"{v:.3f}" for v in bands["band_mean"])
+        lines.append(f"{subject}: per-band mean {means}")
+    lines.append("controls per subject:")
+    for subject, block in report["per_subject_controls"].items():
+        lines.append(f"  {subject}: score {report['per_subject'][subject]:.3f}")
+        lines.append(format_controls(block, indent="    "))
+    sig = report["significance"]
+    lines.append(f"significant subjects (p < {sig['alpha']:g}, {sig['correction']}-corrected over "
+                 f"{sig['n_subjects']} subjects, {report['n_shifts']} circular shifts): "
+                 f"{', '.join(sig['significant']) or 'none'}")
+    lines.append(f"overall: score {report['score']:.3f}")
+    lines.append(format_controls(report, indent="  "))
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,16 +267,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"),
                         help="which checkpoint of the run to use (default: best)")
     parser.add_argument("--out", default=None, help="write the full report as JSON to this file")
+    parser.add_argument("--plot", default=None, help="write a PNG: per-subject scores beside their controls, per band")
+    parser.add_argument("--no-costly-controls", action="store_true",
+                        help="leave out the controls that rerun the model (noise EEG, mismatched EEG); the "
+                             "circular-shift null (cheap) stays")
+    parser.add_argument("--n-shifts", type=int, default=100,
+                        help="circular shifts (>= 2 s) per subject for the null (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and of the shifts (default 0)")
     args = parser.parse_args(argv)
     report = evaluate_within_subject(args.run, args.data, args.split, args.segment_s, args.checkpoint,
-                                     progress=sys.stderr.isatty())
-    print(format_report(report))
-    for subject, bands in report["per_subject_bands"].items():
-        means = " ".join(f"{v:.3f}" for v in bands["band_mean"])
-        print(f"{subject}: per-band mean {means}")
+                                     progress=sys.stderr.isatty(), costly_controls=not args.no_costly_controls,
+                                     n_shifts=args.n_shifts, seed=args.seed)
+    print(format_within(report))
     if args.out:
         atomic_write_json(args.out, report, indent=2)
         print(f"report written to {args.out}")
+    if args.plot:
+        plot_report(report, args.plot)
+        print(f"plot written to {args.plot}")
     return 0
 
 
@@ -129,121 +292,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 CURVE_SEGMENTS_S = (5.0, 10.0, 20.0, 30.0)  # the score-vs-segment-length curve
 
 
-def _cut_segments(array: np.ndarray, segment: int) -> list[np.ndarray]:
-    """Consecutive non-overlapping (segment, C) pieces of (T, C); the tail shorter than a segment is dropped."""
-    return [array[start : start + segment] for start in range(0, len(array) - segment + 1, segment)]
+def heldout_groups(recordings, target: str, segment: int) -> list[dict]:
+    """`group_segments`-shaped entries from `task2_regression.data.whole_recordings` (raw EEG and target).
 
-
-def _subject_series(items: dict, subject: str) -> np.ndarray:
-    return np.concatenate(items[subject])  # (n_segments * segment, bands)
-
-
-def heldout_scores(model, target: str, recordings, segment: int, controls: bool = True, costly: bool = True,
-                   n_shifts: int = 100, seed: int = 0) -> dict:
-    """Score unseen-subject recordings at one segment length, with the controls of `evaluation.controls`.
-
-    recordings: `task2_regression.data.whole_recordings` output (raw EEG and target). Each EEG segment
-    is z-scored on its own and predicted (`predict.predict_segments`, as on the test set) and scored
-    against the raw target with the official rule. Controls (``controls``): the circular-shift null
-    per subject on the subject's segments joined in time (shifts >= 2 s, the same segment rule); with
-    ``costly`` also the noise EEG (Gaussian, each recording's per-channel mean and std) and the
-    mismatched EEG (the EEG of another recording of the same subject, another stimulus where one
-    exists, paired with this recording's target). Top-level null: the same on all subjects' segments
-    joined (every segment weighs the same; the score weighs subjects the same).
+    Each whole recording is cut into consecutive non-overlapping segments (the tail shorter than one
+    is dropped); the EEG stays raw here: `score_with_controls` z-scores every segment on its own.
     """
-    from evaluation import controls as ctl
-    from task2_regression.predict import predict_segments
-
-    rng = np.random.default_rng(seed)
-    labels: dict[str, dict[str, np.ndarray]] = {}
-    eeg_segments: list[np.ndarray] = []
-    ids: list[str] = []
-    owners: list[int] = []  # recording index of each segment
-    for index, (subject, stimulus, arrays) in enumerate(recordings):
-        for k, (eeg, label) in enumerate(zip(_cut_segments(arrays["eeg"], segment),
-                                             _cut_segments(arrays[target], segment))):
-            segment_id = f"{subject}_{stimulus}_{k}"
-            labels.setdefault(subject, {})[segment_id] = label
-            eeg_segments.append(eeg)
-            ids.append(segment_id)
-            owners.append(index)
-    if not ids:
-        raise EEGKitError(f"no held-out recording is at least {segment / FS:g} s long")
-    predictions = dict(zip(ids, predict_segments(model, target, eeg_segments)))
-    report = score(predictions, labels)
-    report["segment_s"] = segment / FS
-    if not controls:
-        return report
-
-    # circular-shift null per subject, on the subject's predictions and targets joined in time
-    per_subject_pred = {s: [predictions[i] for i in seg] for s, seg in labels.items()}
-    per_subject_label = {s: list(seg.values()) for s, seg in labels.items()}
-    nulls = {}
-    for subject in labels:
-        pred, label = _subject_series(per_subject_pred, subject), _subject_series(per_subject_label, subject)
-        try:
-            nulls[subject] = ctl.circular_shift_null(pred, label, FS, n_shifts=n_shifts, rng=rng, segment=segment,
-                                                     observed=report["per_subject"][subject])
-        except ValueError:  # too short for 2-s shifts both ways
-            nulls[subject] = None
-    everything_pred = np.concatenate([_subject_series(per_subject_pred, s) for s in labels])
-    everything_label = np.concatenate([_subject_series(per_subject_label, s) for s in labels])
-    null_all = ctl.circular_shift_null(everything_pred, everything_label, FS, n_shifts=n_shifts, rng=rng,
-                                       segment=segment, observed=report["score"])
-
-    noise_report = mismatched_report = None
-    if costly:
-        noise_segments = []
-        noise_recordings = [ctl.noise_eeg(arrays["eeg"], rng) for _, _, arrays in recordings]
-        for index, (subject, stimulus, arrays) in enumerate(recordings):
-            noise_segments += _cut_segments(noise_recordings[index], segment)
-        noise_pred = dict(zip(ids, predict_segments(model, target, noise_segments)))
-        noise_report = score(noise_pred, labels)
-        # mismatched: another recording of the same subject; both cut to the shorter one
-        pairs = ctl.mismatched_pairs([(subject, stimulus) for subject, stimulus, _ in recordings])
-        mis_labels: dict[str, dict[str, np.ndarray]] = {}
-        mis_eeg, mis_ids = [], []
-        for index, other in enumerate(pairs):
-            if other is None:
-                continue
-            subject, stimulus, arrays = recordings[index]
-            other_eeg = recordings[other][2]["eeg"]
-            n = min(len(other_eeg), len(arrays[target]))
-            for k, (eeg, label) in enumerate(zip(_cut_segments(other_eeg[:n], segment),
-                                                 _cut_segments(arrays[target][:n], segment))):
-                segment_id = f"{subject}_{stimulus}_{k}"
-                mis_labels.setdefault(subject, {})[segment_id] = label
-                mis_eeg.append(eeg)
-                mis_ids.append(segment_id)
-        if mis_ids:
-            mismatched_report = score(dict(zip(mis_ids, predict_segments(model, target, mis_eeg))), mis_labels)
-
-    def sub(report_part, subject):
-        return None if report_part is None or subject not in report_part["per_subject"] else \
-            report_part["per_subject"][subject]
-
-    report["per_subject_controls"] = {
-        subject: ctl.control_report(report["per_subject"][subject], sub(noise_report, subject), nulls[subject],
-                                    sub(mismatched_report, subject))
-        for subject in labels}
-    block = ctl.control_report(report["score"], None if noise_report is None else noise_report["score"], null_all,
-                               None if mismatched_report is None else mismatched_report["score"])
-    report.update(block)
-    significance = ctl.significance_block({s: (n or {}).get("p_value") for s, n in nulls.items()}, n_shifts)
-    report["significance"] = significance
-    report["warnings"] = list(report["warnings"]) + list(significance["warnings"])
-    return report
+    out = []
+    for subject, stimulus, arrays in recordings:
+        n = (len(arrays["eeg"]) // segment) * segment
+        if n == 0:
+            continue
+        out.append({"subject": subject, "stimulus": stimulus,
+                    "ids": [f"{subject}_{stimulus}_{k}" for k in range(n // segment)],
+                    "eeg": arrays["eeg"][:n].reshape(n // segment, segment, -1),  # (n, segment, C)
+                    "labels": arrays[target][:n].reshape(n // segment, segment, -1)})  # (n, segment, bands)
+    return out
 
 
 def evaluate_heldout(run_dir, data_dir, segment_s: float = 30.0, curve_s=CURVE_SEGMENTS_S,
-                     checkpoint: str = "best", controls: bool = True, costly: bool = True, n_shifts: int = 100,
-                     seed: int = 0) -> dict:
+                     checkpoint: str = "best", costly: bool = True, n_shifts: int = 100,
+                     seed: int = 0, progress: bool = False) -> dict:
     """Subject-independent score of a run on its held-out subjects (``data.holdout_subjects`` in its config).
 
+    Their whole recordings are scored by `score_with_controls` with every EEG segment z-scored on its
+    own (``transform=zscore_time``, exactly what `task2_regression.predict` does on the test set).
     The main report is at ``segment_s``; ``curve`` holds the score and its controls at each length of
     ``curve_s`` (short segments inflate the spread and reward EEG-independent patterns).
     """
-    from task2_regression.data import whole_recordings
+    from task2_regression.data import whole_recordings, zscore_time
     from task2_regression.predict import load_run_model, model_channels
 
     model, cfg = load_run_model(run_dir, checkpoint)
@@ -262,11 +339,12 @@ def evaluate_heldout(run_dir, data_dir, segment_s: float = 30.0, curve_s=CURVE_S
         raise EEGKitError(f"{data_dir}: no held-out recording is at least {segment_s:g} s long "
                           f"(longest {longest:.1f} s); use a shorter --segment-s")
     curve = {}
-    for length in lengths:
+    for length in tqdm(lengths, desc="segment lengths", disable=not progress):
         if longest < length:
             continue
-        curve[format(length, "g")] = heldout_scores(model, target, recordings, seconds_to_samples(length, FS),
-                                                    controls, costly, n_shifts, seed)
+        groups = heldout_groups(recordings, target, seconds_to_samples(length, FS))
+        curve[format(length, "g")] = score_with_controls(model, target, groups, FS, costly, n_shifts, seed=seed,
+                                                         transform=zscore_time)
     report = dict(curve[format(float(segment_s), "g")])
     report.update({"mode": "heldout_subjects", "heldout_subjects": subjects, "segment_s": float(segment_s),
                    "normalisation": "per segment (z-score over time per channel, as on the test set)",
@@ -336,7 +414,6 @@ def plot_curve(report: dict, png_path) -> None:
 def main_heldout(argv: Sequence[str]) -> int:
     """CLI of the held-out-subjects mode (``--heldout``)."""
     from evaluation.aad import parse_windows
-    from evaluation.controls import format_controls
 
     parser = argparse.ArgumentParser(
         prog="python -m task2_regression.evaluate --heldout",
@@ -364,15 +441,12 @@ def main_heldout(argv: Sequence[str]) -> int:
     if args.n_shifts < 1:
         raise EEGKitError(f"--n-shifts {args.n_shifts}: must be >= 1")
     curve = parse_windows(args.curve, "--curve")
-    report = evaluate_heldout(args.run, args.data, args.segment_s, curve, args.checkpoint, controls=True,
-                              costly=not args.no_costly_controls, n_shifts=args.n_shifts, seed=args.seed)
+    report = evaluate_heldout(args.run, args.data, args.segment_s, curve, args.checkpoint,
+                              costly=not args.no_costly_controls, n_shifts=args.n_shifts, seed=args.seed,
+                              progress=sys.stderr.isatty())
     print(f"held-out subjects {', '.join(report['heldout_subjects'])} (never trained or validated on), "
           f"{report['segment_s']:g}-s segments, each z-scored on its own:")
-    print(format_report(report))
-    print(format_controls(report))
-    significance = report["significance"]
-    print(f"significant subjects (circular-shift p < {significance['alpha']:g}, {significance['correction']} "
-          f"across {significance['n_subjects']} subjects): {', '.join(significance['significant']) or 'none'}")
+    print(format_within(report))
     print("score vs segment length:")
     print(format_curve(report))
     if args.out:
