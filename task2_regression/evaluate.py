@@ -80,6 +80,16 @@ def group_segments(recordings, target: str, segment: int) -> list[dict]:
     return out
 
 
+def model_of(model, entry: dict):
+    """The model for a `group_segments` entry: ``model`` itself, or ``model[subject]`` for per-subject runs."""
+    if isinstance(model, dict):
+        if entry["subject"] not in model:
+            raise EEGKitError(f"{entry['subject']}: no per-subject model for this subject (models: "
+                              f"{', '.join(sorted(model))})")
+        return model[entry["subject"]]
+    return model
+
+
 @torch.no_grad()
 def predict_stack(model, target: str, eeg: np.ndarray, transform=None, batch_size: int = 8) -> np.ndarray:
     """(n, segment, C) EEG -> (n, segment, bands) predictions, padded at the end to the segment length.
@@ -104,6 +114,9 @@ def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, 
                         n_shifts: int = 100, min_shift_s: float = 2.0, seed: int = 0, transform=None,
                         progress: bool = False) -> dict:
     """Score ``groups`` (see `group_segments`) with the official rule, beside the three controls.
+
+    ``model``: one model, or ``{subject: model}`` (per-subject runs: each subject's own model scores
+    its segments and its controls).
 
     - the score: `evaluation.task2.score` of the model's predictions;
     - ``noise_eeg`` (costly): the same model on Gaussian EEG with each recording's per-channel mean
@@ -132,7 +145,7 @@ def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, 
     predictions: dict[str, np.ndarray] = {}
     stacked = []
     for entry in tqdm(groups, desc="segments", disable=not progress):
-        pred = predict_stack(model, target, entry["eeg"], transform)  # (n, segment, bands)
+        pred = predict_stack(model_of(model, entry), target, entry["eeg"], transform)  # (n, segment, bands)
         stacked.append(pred)
         for segment_id, p, label in zip(entry["ids"], pred, entry["labels"]):
             predictions[segment_id] = p
@@ -145,7 +158,7 @@ def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, 
         for entry in tqdm(groups, desc="noise EEG control", disable=not progress):
             flat = entry["eeg"].reshape(-1, entry["eeg"].shape[-1])  # (n * segment, C)
             noise = ctl.noise_eeg(flat, noise_rng).reshape(entry["eeg"].shape)  # (n, segment, C)
-            noise_predictions.update(zip(entry["ids"], predict_stack(model, target, noise, transform)))
+            noise_predictions.update(zip(entry["ids"], predict_stack(model_of(model, entry), target, noise, transform)))
         noise_report = score(noise_predictions, labels)
         pairs = ctl.mismatched_pairs([(entry["subject"], entry["stimulus"]) for entry in groups])
         mismatched_predictions, mismatched_labels = {}, {}
@@ -154,7 +167,7 @@ def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, 
                 continue
             donor = groups[other]["eeg"]
             eeg = donor[np.arange(len(entry["ids"])) % len(donor)]  # (n, segment, C)
-            mismatched_predictions.update(zip(entry["ids"], predict_stack(model, target, eeg, transform)))
+            mismatched_predictions.update(zip(entry["ids"], predict_stack(model_of(model, entry), target, eeg, transform)))
             mismatched_labels.setdefault(entry["subject"], {}).update(zip(entry["ids"], entry["labels"]))
         if mismatched_labels:
             mismatched_report = score(mismatched_predictions, mismatched_labels)
@@ -200,11 +213,15 @@ def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, 
 def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: float = 30.0,
                             checkpoint: str = "best", progress: bool = True, costly_controls: bool = True,
                             n_shifts: int = 100, seed: int = 0) -> dict:
-    """Score report (see `score_with_controls`) plus per-subject per-band mean/std."""
-    from task2_regression.predict import load_run_model, model_channels
+    """Score report (see `score_with_controls`) plus per-subject per-band mean/std.
+
+    ``run_dir`` may be the parent folder of per-subject runs (``train.py --per-subject``): each
+    subject's segments are then scored with that subject's own model.
+    """
+    from task2_regression.predict import load_run_models, model_channels
     from task2_regression.data import load_recordings
 
-    model, cfg = load_run_model(run_dir, checkpoint)
+    model, cfg = load_run_models(run_dir, checkpoint)
     target = cfg.get("target", "mel")
     normalize = cfg.get("data", {}).get("normalize", "recording")
     segment = seconds_to_samples(float(segment_s), FS)
@@ -213,7 +230,8 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
     if n_shifts < 1:
         raise EEGKitError(f"--n-shifts {n_shifts}: must be at least 1")
     recordings = load_recordings(data_dir, split, features=("eeg", target), normalize=normalize,
-                                 n_channels=model_channels(cfg))
+                                 n_channels=model_channels(cfg),
+                                 subjects=sorted(model) if isinstance(model, dict) else None)
     groups = group_segments(recordings, target, segment)
     if not groups:
         longest = max(r.n_samples for r in recordings) / FS
@@ -321,8 +339,11 @@ def evaluate_heldout(run_dir, data_dir, segment_s: float = 30.0, curve_s=CURVE_S
     ``curve_s`` (short segments inflate the spread and reward EEG-independent patterns).
     """
     from task2_regression.data import whole_recordings, zscore_time
-    from task2_regression.predict import load_run_model, model_channels
+    from task2_regression.predict import is_per_subject, load_run_model, model_channels
 
+    if is_per_subject(run_dir):
+        raise EEGKitError(f"{run_dir}: a per-subject parent folder; held-out subjects have no model of their own "
+                          f"there (score one subject's run folder, or train one run with --holdout-subjects)")
     model, cfg = load_run_model(run_dir, checkpoint)
     target = cfg.get("target", "mel")
     subjects = list(cfg.get("data", {}).get("holdout_subjects") or [])

@@ -332,7 +332,6 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
         distributed.cleanup(info)
 
 
-PER_SUBJECT_FILE = "per_subject.json"  # marks a parent folder of per-subject runs
 
 
 def train_per_subject(config: dict, data_dir, out_dir, holdout: str | None = None,
@@ -344,6 +343,7 @@ def train_per_subject(config: dict, data_dir, out_dir, holdout: str | None = Non
     folder without it is not a finished per-subject run. Returns {'runs': {subject: result}, 'out_dir'}.
     """
     from task2_regression import data
+    from task2_regression.predict import PER_SUBJECT_FILE
     from util.atomic import atomic_write_json
 
     say = say or (lambda message: print(message, flush=True))
