@@ -95,22 +95,10 @@ def row_config(row: Row, epochs_scale: float, quick: bool) -> dict:
 
 
 def shuffle_within_subject(seed: int):
-    """EEG transform for the control: a random derangement of the segments within each subject.
+    """The mismatched-EEG control of the test set (`task2_regression.predict.mismatched_control`)."""
+    from task2_regression.predict import mismatched_control
 
-    A subject with a single segment gets that segment circularly shifted by half its length in time
-    instead (the same "EEG no longer aligned with its stimulus" null).
-    """
-    def transform(subject: str, ids: list[str], segments: list[np.ndarray]) -> list[np.ndarray]:
-        if len(segments) < 2:
-            return [np.roll(segment, segment.shape[0] // 2, axis=0) for segment in segments]
-        rng = np.random.default_rng(seed + sum(map(ord, subject)))
-        order = rng.permutation(len(segments))
-        shifted = np.roll(order, 1)  # segment order[i] gets the EEG of order[i-1]: nobody keeps its own
-        out = list(segments)
-        for target_index, source_index in zip(order, shifted):
-            out[target_index] = segments[source_index]
-        return out
-    return transform
+    return mismatched_control(seed)
 
 
 def score_predictions(subjects: dict, pred_dir: Path, test_dir: Path, labels_dir: Path) -> dict:
