@@ -41,14 +41,19 @@ ALPHA = 0.05
 CHUNK_ELEMENTS = 4_000_000  # float64 elements of shifted targets held at once (~32 MB)
 
 
-def noise_eeg(eeg: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian EEG (time, channels) with the per-channel mean and std of ``eeg`` (time, channels)."""
+def noise_eeg(eeg: np.ndarray, rng: np.random.Generator, n_frames: int | None = None) -> np.ndarray:
+    """Gaussian EEG (time, channels) with the per-channel mean and std of ``eeg`` (time, channels).
+
+    ``n_frames``: the length of the noise (default: that of ``eeg``), e.g. one segment with the
+    statistics of the whole recording.
+    """
     eeg = np.asarray(eeg)
     if eeg.ndim != 2:
         raise ValueError(f"noise_eeg: expected (time, channels), got shape {eeg.shape}")
     mean = eeg.mean(axis=0, dtype=np.float64)  # (channels,)
     std = eeg.std(axis=0, dtype=np.float64)  # (channels,)
-    noise = rng.standard_normal(eeg.shape) * std + mean  # (time, channels)
+    shape = eeg.shape if n_frames is None else (int(n_frames), eeg.shape[1])
+    noise = rng.standard_normal(shape) * std + mean  # (time, channels)
     return noise.astype(eeg.dtype if np.issubdtype(eeg.dtype, np.floating) else np.float32)
 
 

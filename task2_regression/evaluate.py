@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.task2 import format_report, pearson_per_band, plot_report, score
+from evaluation.task2 import format_controls_report, format_report, pearson_per_band, plot_report
+from evaluation.task2 import score_with_controls as task2_score_with_controls
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
 from util.features import FS_TASK2
@@ -135,78 +136,40 @@ def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, 
     (permutation p-values of the subjects, Holm-corrected). ``costly_controls=False`` leaves the
     two model reruns out (their slots are None).
     """
-    from evaluation import controls as ctl
+    from evaluation.controls import mismatched_pairs, noise_eeg
 
     if not groups:
         raise EEGKitError("no segments to score")
     noise_rng, shift_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    segment = groups[0]["eeg"].shape[1]
     labels: dict[str, dict[str, np.ndarray]] = {}
     predictions: dict[str, np.ndarray] = {}
-    stacked = []
     for entry in tqdm(groups, desc="segments", disable=not progress):
         pred = predict_stack(model_of(model, entry), target, entry["eeg"], transform)  # (n, segment, bands)
-        stacked.append(pred)
         for segment_id, p, label in zip(entry["ids"], pred, entry["labels"]):
             predictions[segment_id] = p
             labels.setdefault(entry["subject"], {})[segment_id] = label
-    report = score(predictions, labels)
-
-    noise_report = mismatched_report = None
+    noise_predictions = mismatched_predictions = None
     if costly_controls:
         noise_predictions = {}
         for entry in tqdm(groups, desc="noise EEG control", disable=not progress):
             flat = entry["eeg"].reshape(-1, entry["eeg"].shape[-1])  # (n * segment, C)
-            noise = ctl.noise_eeg(flat, noise_rng).reshape(entry["eeg"].shape)  # (n, segment, C)
+            noise = noise_eeg(flat, noise_rng).reshape(entry["eeg"].shape)  # (n, segment, C)
             noise_predictions.update(zip(entry["ids"], predict_stack(model_of(model, entry), target, noise, transform)))
-        noise_report = score(noise_predictions, labels)
-        pairs = ctl.mismatched_pairs([(entry["subject"], entry["stimulus"]) for entry in groups])
-        mismatched_predictions, mismatched_labels = {}, {}
+        mismatched_predictions = {}
+        pairs = mismatched_pairs([(entry["subject"], entry["stimulus"]) for entry in groups])
         for entry, other in tqdm(list(zip(groups, pairs)), desc="mismatched EEG control", disable=not progress):
-            if other is None:
-                continue
-            donor = groups[other]["eeg"]
-            eeg = donor[np.arange(len(entry["ids"])) % len(donor)]  # (n, segment, C)
-            mismatched_predictions.update(zip(entry["ids"], predict_stack(model_of(model, entry), target, eeg, transform)))
-            mismatched_labels.setdefault(entry["subject"], {}).update(zip(entry["ids"], entry["labels"]))
-        if mismatched_labels:
-            mismatched_report = score(mismatched_predictions, mismatched_labels)
-
-    nulls = {}
-    for subject in report["per_subject"]:
-        ids = list(labels[subject])
-        series_pred = np.concatenate([predictions[i] for i in ids])  # (n * segment, bands)
-        series_label = np.concatenate([labels[subject][i] for i in ids])
-        try:
-            nulls[subject] = ctl.circular_shift_null(series_pred, series_label, fs, n_shifts, min_shift_s, shift_rng,
-                                                     segment=segment, observed=report["per_subject"][subject])
-        except ValueError:  # too short for the minimum shift
-            nulls[subject] = None
-    per_subject_controls = {}
-    for subject, value in report["per_subject"].items():
-        noise_value = None if noise_report is None else noise_report["per_subject"][subject]
-        mismatched_value = (None if mismatched_report is None
-                            else mismatched_report["per_subject"].get(subject))
-        per_subject_controls[subject] = ctl.control_report(value, noise_value, nulls[subject], mismatched_value)
-    valid = [null for null in nulls.values() if null is not None]
-    overall_null = ctl.combine_nulls(valid, report["score"]) if valid else None
-    block = ctl.control_report(report["score"], None if noise_report is None else noise_report["score"],
-                               overall_null, None if mismatched_report is None else mismatched_report["score"])
-    significance = ctl.significance_block({s: (n["p_value"] if n else None) for s, n in nulls.items()}, n_shifts)
-    block["warnings"] += significance.pop("warnings")
-    if mismatched_report is not None and mismatched_report["n_subjects"] < report["n_subjects"]:
-        block["warnings"].append(f"mismatched EEG: {report['n_subjects'] - mismatched_report['n_subjects']} "
-                                 "subject(s) have a single recording and no mismatched score")
-    report.update(block)
+            if other is not None:
+                donor = groups[other]["eeg"]
+                eeg = donor[np.arange(len(entry["ids"])) % len(donor)]  # (n, segment, C)
+                mismatched_predictions.update(zip(entry["ids"], predict_stack(model_of(model, entry), target, eeg, transform)))
+    report = task2_score_with_controls(predictions, labels, noise_predictions, mismatched_predictions, fs,
+                                       n_shifts, min_shift_s, seed=int(shift_rng.integers(2**31)))
     per_subject_bands = {}
     for subject, segments in labels.items():
         rows = np.array([pearson_per_band(predictions[i], label) for i, label in segments.items()])  # (n, bands)
         per_subject_bands[subject] = {"band_mean": rows.mean(axis=0).tolist(), "band_std": rows.std(axis=0).tolist(),
                                       "segment_std": float(rows.mean(axis=1).std()), "n_segments": len(rows)}
-    report.update({"per_subject_controls": per_subject_controls, "significance": significance,
-                   "per_subject_bands": per_subject_bands,
-                   "n_shifts": int(n_shifts), "min_shift_s": float(min_shift_s),
-                   "costly_controls": bool(costly_controls)})
+    report.update({"per_subject_bands": per_subject_bands, "costly_controls": bool(costly_controls)})
     return report
 
 
@@ -246,22 +209,11 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
 
 def format_within(report: dict) -> str:
     """The printout: the score table, the controls (overall and per subject), significance, warnings."""
-    from evaluation.controls import format_controls
-
     lines = [format_report(report)]
     for subject, bands in report["per_subject_bands"].items():
         means = " ".join(f"{v:.3f}" for v in bands["band_mean"])
         lines.append(f"{subject}: per-band mean {means}")
-    lines.append("controls per subject:")
-    for subject, block in report["per_subject_controls"].items():
-        lines.append(f"  {subject}: score {report['per_subject'][subject]:.3f}")
-        lines.append(format_controls(block, indent="    "))
-    sig = report["significance"]
-    lines.append(f"significant subjects (p < {sig['alpha']:g}, {sig['correction']}-corrected over "
-                 f"{sig['n_subjects']} subjects, {report['n_shifts']} circular shifts): "
-                 f"{', '.join(sig['significant']) or 'none'}")
-    lines.append(f"overall: score {report['score']:.3f}")
-    lines.append(format_controls(report, indent="  "))
+    lines.append(format_controls_report(report))
     return "\n".join(lines)
 
 

@@ -86,3 +86,44 @@ def test_a_decoder_that_reads_the_eeg_is_not_flagged():
     assert report["significance"]["significant"] == ["sub-001", "sub-002"]  # Holm over 2: 2/101 < 0.05
     # mismatched EEG: the other story's EEG carries the same repeated pattern, so it scores too
     assert report["controls"]["mismatched_eeg"]["score"] > 0.5
+
+
+class _Windows:
+    """A validation set of (segment, 64) EEG windows and their repeating targets."""
+
+    def __init__(self, groups):
+        self.items = [{"eeg": torch.from_numpy(eeg), "mel": torch.from_numpy(label)}
+                      for g in groups for eeg, label in zip(g["eeg"], g["labels"])]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+def test_validation_logs_the_noise_control_and_above_noise_does_not_reward_the_fixed_pattern():
+    from task2_regression.train import SELECT_ON, validation_scores
+    from util.distributed import DistInfo
+
+    rng = np.random.default_rng(2)
+    pattern, groups = _groups(rng, eeg_carries_target=False)
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    fixed = validation_scores(FixedPattern(pattern).eval(), _Windows(groups), "mel", info, seed=0)
+    assert fixed["val_pearson"] > 0.9 and fixed["val_noise_eeg"] == pytest.approx(fixed["val_pearson"], abs=1e-6)
+    assert abs(fixed["val_above_noise"]) < 1e-6  # selection on above_noise gives it nothing
+    _, groups = _groups(np.random.default_rng(3), eeg_carries_target=True)
+    real = validation_scores(ReadsEEG().eval(), _Windows(groups), "mel", info, seed=0)
+    assert real["val_above_noise"] > fixed["val_above_noise"] + 0.5
+    assert SELECT_ON == {"score": "val_pearson", "above_noise": "val_above_noise"}
+
+
+def test_select_on_is_validated(tmp_path):
+    from task2_regression.train import resolve_config
+    from util.errors import EEGKitError
+
+    config = {"target": "mel", "model": {"type": "linear"}, "train": {"select_on": "val"}}
+    with pytest.raises(EEGKitError, match="train.select_on must be one of"):
+        resolve_config(config, tmp_path, say=lambda m: None)
+    config["train"]["select_on"] = "above_noise"
+    assert resolve_config(config, tmp_path, say=lambda m: None)["train"]["select_on"] == "above_noise"

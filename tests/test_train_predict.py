@@ -66,6 +66,9 @@ def test_run_writes_checkpoints_log_and_plot(linear_run):
     assert float(rows[1]["lr"]) == pytest.approx(0.5 * float(rows[0]["lr"]))  # StepLR every epoch, gamma 0.5
     # the synthetic EEG encodes the mel: a trained linear decoder correlates positively on val
     assert float(rows[-1]["val_pearson"]) > 0.02
+    for row in rows:  # both selection columns are logged: the noise-EEG control and the score above it
+        assert float(row["val_above_noise"]) == pytest.approx(float(row["val_pearson"]) - float(row["val_noise_eeg"]))
+        assert abs(float(row["val_noise_eeg"])) < 0.1  # a linear decoder on noise EEG scores ~0
     assert (linear_run / "curves.png").stat().st_size > 5000
 
 
