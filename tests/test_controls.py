@@ -181,3 +181,18 @@ def test_holm_by_hand():
     assert result["significant"] == ["a"]
     block = controls.significance_block({f"s{i}": 1 / 101 for i in range(18)}, n_shifts=100)
     assert block["significant"] == [] and "cannot reach" in block["warnings"][0]  # 18 / 101 > 0.05
+
+
+def test_speaker_extraction_controls_block_by_hand():
+    from evaluation.speaker_extraction import se_control_block
+
+    rows = [{"subject": 1, "si_sdri": v, "mixture_si_sdr": 0.5} for v in (8.0, 10.0, 12.0, 10.0)]  # mean 10 dB
+    noise = [{"subject": 1, "si_sdri": v} for v in (4.0, 6.0, 5.0, 5.0)]  # mean 5, se = 0.707 / 2 = 0.354
+    shuffled = [{"subject": 1, "si_sdri": v} for v in (-8.0, -10.0, -9.0, -9.0)]
+    block = se_control_block(rows, noise, shuffled)
+    assert block["score"] == 10.0 and block["score_above_noise"] == 5.0
+    assert block["controls"]["noise_eeg"] == {"score": 5.0} and block["controls"]["mismatched_eeg"] == {"score": -9.0}
+    assert block["controls"]["mixture"] == {"score": 0.0, "si_sdr": 0.5} and block["controls"]["circular_shift"] is None
+    assert block["warnings"][0].startswith(controls.EEG_INDEPENDENT_WARNING)  # 5 dB without EEG: flagged
+    quiet = se_control_block(rows, [{"subject": 1, "si_sdri": v} for v in (-1.0, 1.0, 0.5, -0.5)], shuffled)
+    assert quiet["warnings"] == [] and quiet["per_subject_controls"]["1"]["score_above_noise"] == 10.0
