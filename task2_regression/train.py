@@ -15,6 +15,13 @@ noise EEG (`val_noise_eeg`, `evaluation.controls.noise_eeg`) and their differenc
 that chooses `best.pt` and early-stops, so an EEG-free output pattern cannot win. The loop, the run folder and DDP are
 `util.trainer.fit`'s; `model.type: ridge` is fitted in closed form (streaming covariance, alpha
 chosen on val) and saved the same way.
+
+Subjects: ``--holdout-subjects sub-002,sub-005`` (or a count N drawn with ``train.seed``) keeps those
+subjects out of train and val and stores them as ``data.holdout_subjects`` in the run's config
+(``python -m task2_regression.evaluate --heldout`` scores them as unseen subjects). ``--per-subject``
+fits one run per training subject under ``OUT/<subject>/`` (``data.subjects: [subject]``) and writes
+``OUT/per_subject.json``, which `task2_regression.predict` and `.evaluate` read. With a single
+target, ``cat_wavenet`` is a single-stage WaveNet without cross-attention; a warning says so.
 """
 from __future__ import annotations
 
