@@ -27,6 +27,7 @@ from tqdm import tqdm
 from evaluation.task2 import format_report, pearson_per_band, score
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
+from util.outdir import check_out_file
 from util.features import FS_TASK2
 from util.windowing import seconds_to_samples
 
@@ -49,6 +50,10 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
     from task2_regression.predict import load_run_model, model_channels, pad_to_length
     from task2_regression.data import load_recordings
 
+    import math
+
+    if not math.isfinite(float(segment_s)) or float(segment_s) <= 0:
+        raise EEGKitError(f"--segment-s {segment_s}: must be a positive finite number of seconds")
     model, cfg = load_run_model(run_dir, checkpoint)
     target = cfg.get("target", "mel")
     normalize = cfg.get("data", {}).get("normalize", "recording")
@@ -69,6 +74,8 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
         chunk = items[start : start + batch_size]
         eeg = torch.from_numpy(np.stack([item[2] for item in chunk]))  # (batch, segment, 64)
         pred = model(eeg)[target].float().numpy()  # (batch, time_out, bands)
+        if not np.isfinite(pred).all():
+            raise EEGKitError(f"{run_dir}: the model predicted NaN/Inf for {chunk[0][1]} (are its weights finite?)")
         for (subject, segment_id, _, label), p in zip(chunk, pred):
             predictions[segment_id] = pad_to_length(p, segment)
             labels.setdefault(subject, {})[segment_id] = label
@@ -96,7 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"),
                         help="which checkpoint of the run to use (default: best)")
     parser.add_argument("--out", default=None, help="write the full report as JSON to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args(argv)
+    if args.out:
+        check_out_file(args.out, overwrite=args.overwrite, inputs=[args.run, args.data])
     report = evaluate_within_subject(args.run, args.data, args.split, args.segment_s, args.checkpoint,
                                      progress=sys.stderr.isatty())
     print(format_report(report))

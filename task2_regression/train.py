@@ -27,11 +27,14 @@ import torch
 from util import config as config_util
 from util import distributed, trainer
 from util.errors import EEGKitError, run_cli
-from util.features import BANDS
+from util.features import BANDS, FS_TASK2 as FS
+from util.outdir import check_out_dir
 from util.windowing import seconds_to_samples
 
 AUDIO_TARGETS = ("mel80", "mag")
 DEFAULTS_PATH = Path(__file__).resolve().parent / "configs" / "defaults.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "configs" / "schema.yaml"
+TASK = "task2"
 
 
 # --------------------------------------------------------------------------- config
@@ -44,7 +47,9 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
     from task2_regression import data as split_data
     from task2_regression import stimulus_targets
 
-    cfg = config_util.resolve(config, config_util.load_defaults(DEFAULTS_PATH))
+    from task2_regression.models import check_model_config
+
+    cfg = config_util.resolve(config, config_util.load_defaults(DEFAULTS_PATH), config_util.load_schema(SCHEMA_PATH))
     target = cfg["target"]
     if target not in ("mel", "envelope"):
         raise EEGKitError(f"config: target must be 'mel' or 'envelope', got {target!r}")
@@ -56,6 +61,7 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
         raise EEGKitError(f"config: the submitted target {target!r} is not in targets {targets}")
     if "type" not in cfg["model"]:
         raise EEGKitError("config: missing model.type")
+    check_model_config(cfg["model"])
     data, train = cfg["data"], cfg["train"]
     if data["sampling"] not in ("fixed", "random"):
         raise EEGKitError(f"config: data.sampling must be fixed or random, got {data['sampling']!r}")
@@ -108,8 +114,26 @@ def load_split(cfg: dict, data_dir: Path, split: str, cache_dir: Path | None = N
 
     features = ("eeg",) + tuple(cfg["targets"])
     audio = cfg["data"].get("stimulus_audio_dir")
-    return load_recordings(data_dir, split, features=features, stimulus_audio_dir=audio, cache_dir=cache_dir,
-                           normalize=cfg["data"]["normalize"], groups=groups, n_channels=model_channels(cfg))
+    try:
+        return load_recordings(data_dir, split, features=features, stimulus_audio_dir=audio, cache_dir=cache_dir,
+                               normalize=cfg["data"]["normalize"], groups=groups, n_channels=model_channels(cfg))
+    except EEGKitError as error:
+        if "EEG must have" in str(error) and model_channels(cfg) != 64:
+            raise EEGKitError(f"config: model.n_channels={model_channels(cfg)} does not match the data: {error}") from None
+        raise
+
+
+def check_windows(recordings, cfg: dict, split: str, data_dir) -> None:
+    """Refuse a split where no recording is as long as the training window (before anything is written)."""
+    window = seconds_to_samples(float(cfg["data"]["window_s"]))
+    lengths = sorted(r.n_samples for r in recordings)
+    if not lengths:
+        raise EEGKitError(f"{data_dir}: no {split} recordings")
+    if split == "train" and lengths[-1] < window:
+        raise EEGKitError(
+            f"{data_dir}: no training windows: data.window_s={float(cfg['data']['window_s']):g} s but the "
+            f"{len(lengths)} {split} recordings are {lengths[0] / FS:.1f}-{lengths[-1] / FS:.1f} s long; "
+            f"use a shorter data.window_s (or longer recordings)")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -154,14 +178,25 @@ def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> float:
     return float(max(scores.values()))
 
 
-def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: float) -> None:
-    from util import training
+def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: float, overwrite: bool = False) -> None:
+    import math
+    import shutil
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from util import training
+    from util.outdir import prepare_out_dir
+
+    if not math.isfinite(val_score):
+        raise EEGKitError(f"{out_dir}: ridge validation score is {val_score}; nothing saved (check the data for "
+                          f"NaN/Inf, flat EEG or constant targets)")
+    if overwrite and out_dir.is_dir():
+        for name in trainer.RUN_FILES:
+            target = out_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    prepare_out_dir(out_dir)
     config_util.save_config(cfg, out_dir / "config.yaml")
     extra = {"epoch": 0, "best_val": val_score, "kind": "closed_form"}
-    training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra)
-    training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra)
+    training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra, task=TASK)
+    training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra, task=TASK)
     training.CSVLogger(out_dir / "log.csv", resume=False).log(
         {"epoch": 0, "val_pearson": val_score, "alpha": float(model.alpha), "time_s": round(seconds, 2)})
     training.plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=f"{out_dir.name} (ridge)")
@@ -192,7 +227,7 @@ def make_step(cfg: dict, info) -> Callable:
 
 def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bool = False,
           stimulus_audio: str | Path | None = None, average: bool = False, cache_dir: str | Path | None = None,
-          say: Callable[[str], None] | None = None) -> dict:
+          say: Callable[[str], None] | None = None, overwrite: bool = False, device: str | None = None) -> dict:
     """Train (or resume) one run; returns {'best_val', 'epochs_run', 'stopped_early', 'out_dir', 'targets'}.
 
     config: a loaded config dict (overrides already applied); data_dir: dataset root (or split_data);
@@ -203,16 +238,25 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
 
     say = say or (lambda message: print(message, flush=True))
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    info = distributed.init_distributed()
+    if epochs is not None:
+        if int(epochs) < 0:
+            raise EEGKitError(f"--epochs {epochs}: must be >= 0")
+        config = config_util.apply_overrides(config, [f"train.epochs={int(epochs)}"])
+    info = distributed.init_distributed(device)
     speak = say if info.is_main else (lambda message: None)
     try:
+        check_out_dir(out_dir, overwrite=overwrite, resume=resume, resumable=True, inputs=[data_dir])
+        if not data_dir.is_dir():
+            raise EEGKitError(f"{data_dir}: dataset folder not found")
         groups = data.discover(data.resolve_split_dir(data_dir))  # the folder is listed once
         cfg = resolve_config(config, data_dir, stimulus_audio, say=speak, groups=groups)
-        if epochs is not None:
-            cfg["train"]["epochs"] = int(epochs)
+        if resume:
+            trainer.check_resume(cfg, out_dir, TASK)
         targets, target = list(cfg["targets"]), cfg["target"]
         train_recs = load_split(cfg, data_dir, "train", cache_dir, groups)
         val_recs = load_split(cfg, data_dir, "val", cache_dir, groups)
+        check_windows(train_recs, cfg, "train", data_dir)
+        check_windows(val_recs, cfg, "val", data_dir)
         speak(f"data: {len(train_recs)} train / {len(val_recs)} val recordings, targets {targets}, "
               f"world size {info.world_size}")
         build = lambda: build_model(cfg["model"], {name: BANDS[name] for name in targets})  # noqa: E731
@@ -222,7 +266,7 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
             model = build()
             val_score = _fit_ridge(model, cfg, train_recs, val_recs, info, speak)
             if info.is_main:
-                _save_ridge(model, cfg, out_dir, val_score, time.time() - started)
+                _save_ridge(model, cfg, out_dir, val_score, time.time() - started, overwrite=overwrite or resume)
             distributed.barrier(info)
             return {"best_val": val_score, "epochs_run": 0, "stopped_early": False, "out_dir": str(out_dir),
                     "targets": targets}
@@ -233,7 +277,7 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
         score = lambda model, dataset, rank_info: {"val_pearson": validate(model, dataset, target, rank_info)}  # noqa: E731
         result = trainer.fit(cfg, out_dir, info, build, make_step(cfg, info), score, train_set, val_set,
                              int(cfg["data"]["batch_size"]), "val_pearson", resume=resume, average=average,
-                             say=say)
+                             say=say, task=TASK, overwrite=overwrite)
         return {**result, "targets": targets}
     finally:
         distributed.cleanup(info)
@@ -248,9 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True,
                         help="dataset root holding derivatives/split_data/ (or the split_data folder itself)")
     parser.add_argument("--out", required=True, help="run folder for checkpoints, config.yaml, log.csv, curves.png")
-    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (>= 0)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/last.pt (model, optimizer, scheduler, epoch, early stopping, RNG)")
+                        help="continue from OUT/last.pt (model, optimizer, scheduler, epoch, early stopping, RNG); "
+                             "the config must be the run's (only train.epochs may change)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty OUT: the old run's files are replaced by a new run")
+    parser.add_argument("--device", default=None, help="force 'cpu' or 'cuda' (default: cuda when available)")
     parser.add_argument("--stimulus-audio", default=None,
                         help="folder with the stimulus audio ({stimulus}.wav/.npz) for the mel80/mag targets "
                              "(default: DATA/stimuli when present; without audio those targets are dropped)")
@@ -267,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_util.load_config(args.config, args.overrides)
     result = train(cfg, args.data, args.out, epochs=args.epochs, resume=args.resume,
-                   stimulus_audio=args.stimulus_audio, average=args.average_checkpoints, cache_dir=args.cache_dir)
+                   stimulus_audio=args.stimulus_audio, average=args.average_checkpoints, cache_dir=args.cache_dir,
+                   overwrite=args.overwrite, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: best val Pearson {result['best_val']:.4f} ({result['epochs_run']} epochs) -> {result['out_dir']}")
     return 0
