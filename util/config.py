@@ -5,11 +5,11 @@ them in, refuses unknown keys (naming the nearest valid one) and values of the w
 section whose default is an empty mapping (``model: {}``) is free-form: the model registry checks
 it with `check_options` (the constructor's signature gives the keys and types). A default of
 ``null`` accepts any type; ``null`` is refused where the default is not null unless the schema says
-``null: true``.
+``nullable: true``.
 
 Ranges and allowed values live next to the defaults, in ``<task>/configs/schema.yaml``
 (`load_schema`): ``dotted.key: {rule: value}`` with the rules ``gt``, ``ge``, ``lt``, ``le``,
-``choices``, ``len``, ``ordered`` (a list in increasing order), ``null`` and ``items`` (rules for
+``choices``, ``len``, ``ordered`` (a list in increasing order), ``nullable`` and ``items`` (rules for
 every list item, plus ``type: number | integer | string``). Every number must be finite.
 """
 from __future__ import annotations
@@ -123,7 +123,7 @@ def _is_number(value: Any) -> bool:
 def _check_rules(dotted: str, value: Any, rules: dict) -> None:
     """Refuse ``value`` when it breaks a schema rule (see the module docstring)."""
     if value is None:
-        if not rules.get("null", False):
+        if not rules.get("nullable", False):
             raise EEGKitError(f"config: {dotted} must not be null")
         return
     kind = rules.get("type")
@@ -217,7 +217,7 @@ def _refuse_nulls(config: dict, defaults: dict, schema: dict, prefix: str) -> No
         dotted, value = f"{prefix}{key}", config.get(key)
         if isinstance(default, dict) and default and isinstance(value, dict):
             _refuse_nulls(value, default, schema, dotted + ".")
-        elif value is None and default is not None and not schema.get(dotted, {}).get("null", False):
+        elif value is None and default is not None and not schema.get(dotted, {}).get("nullable", False):
             raise EEGKitError(f"config: {dotted} must not be null (default {default!r})")
 
 

@@ -199,20 +199,25 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict, opti
 
 
 def _refusal(path: Path, error: Exception) -> str:
-    """The one-line cause of a failed ``weights_only`` load."""
+    """The one-line cause of a failed ``weights_only`` load: crafted pickle, or unreadable file."""
     import re
 
     text = str(error)
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    is_pickle = head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"  # a pickle, or torch's zip holding one
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
         return (f"{path}: refused: its pickle asks to run {found.group(1)}, which a checkpoint never needs "
                 f"(a crafted file, or one written by another tool or an older eegkit); nothing was loaded")
-    found = re.search(r"Unsupported operand (\d+)", text) or re.search(r"Unsupported (\w+)", text)
-    if isinstance(error, __import__("pickle").UnpicklingError) or found:
+    found = re.search(r"Unsupported operand (\d+)", text)
+    if is_pickle and (found or "Weights only load failed" in text):
         what = f" (pickle opcode {found.group(1)})" if found else ""
-        return (f"{path}: refused: not a PyTorch weights-only file{what}; its pickle holds more than tensors "
-                f"and plain data (crafted, or not a checkpoint); nothing was loaded")
-    return f"{path}: not a readable checkpoint (truncated or not a PyTorch file: {text.splitlines()[0][:120] if text else type(error).__name__})"
+        return (f"{path}: refused: its pickle holds more than tensors and plain data{what} (crafted, or not "
+                f"a checkpoint); nothing was loaded")
+    if head[:4] == b"PK\x03\x04":
+        return f"{path}: not a readable checkpoint (a damaged or truncated PyTorch file)"
+    return f"{path}: not a readable checkpoint (truncated, or not a PyTorch file)"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", task: str | None = None,
