@@ -47,6 +47,12 @@ def _check_writable(path: Path, flag: str) -> None:
         raise EEGKitError(f"{flag} {path}: {anchor} is a file, not a folder")
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise EEGKitError(f"{flag} {path}: {anchor} is not writable (permission denied)")
+    try:  # access() says yes to root even on read-only places: probe with a real (removed) file
+        fd, probe = tempfile.mkstemp(prefix=".eegkit-probe-", dir=anchor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise EEGKitError(f"{flag} {path}: {anchor} is not writable ({error.strerror})") from None
 
 
 def _check_not_input(path: Path, flag: str, inputs: Iterable, folder: bool) -> None:

@@ -212,6 +212,11 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
                 sums[name] = sums.get(name, 0.0) + float(value)
             n_steps += 1
         lr = optimizer.param_groups[0]["lr"]
+        broken = [name for name, p in core.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            raise EEGKitError(f"{out_dir}: weights became NaN/Inf at epoch {epoch} ({broken[0]}"
+                              f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}); training stopped, last "
+                              f"good checkpoint: {last_good}; lower train.lr (now {lr:g}) or set train.grad_clip")
         core.eval()
         with torch.no_grad():
             scores = score(core, val_set, info)
