@@ -236,11 +236,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.is_file():
         raise EEGKitError(f"{path}: is not a file (expected a .pt checkpoint)")
     try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        raise EEGKitError(f"{path}: cannot read the checkpoint ({error.strerror or type(error).__name__})") from None
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except OSError as error:
-        raise EEGKitError(f"{path}: cannot read the checkpoint ({error.strerror or type(error).__name__})") from None
     except Exception as error:  # torch raises many types for corrupt or crafted files
         raise EEGKitError(_refusal(path, error)) from None
     if not isinstance(state, dict) or state.get("eegkit_checkpoint") is None:
