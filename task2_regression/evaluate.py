@@ -1,7 +1,7 @@
 """Within-subject Task 2 score of a trained run on the `test` split of split_data.
 
     python -m task2_regression.evaluate --run RUN --data DATASET [--split test] [--segment-s 30] \
-        [--checkpoint best] [--out report.json]
+        [--checkpoint best] [--out report.json] [--plot report.png] [--no-costly-controls] [--n-shifts 100]
 
 The split_data test part (last 10 % of every training recording, i.e. subjects and stories seen in
 training) is cut into consecutive non-overlapping `segment_s` segments (a tail shorter than one
@@ -13,6 +13,13 @@ padded at the end to the segment length, and scored with the official rule of
 subjects) against the raw (unnormalised) target. The report adds, per subject, the per-band mean
 and std over that subject's segments. This lets a user without a held-out test set report both
 numbers (within-subject and held-out subjects), like the 2023 edition did.
+
+Controls (`score_with_controls`, all on by default; `--no-costly-controls` drops the two that
+rerun the model): noise EEG, the circular-shift null and mismatched EEG, overall and per subject,
+with the score above the noise control, the subjects significant after Holm's correction and a
+warning when the noise control exceeds the null's 95th percentile (see `evaluation.controls`).
+Held-out-subject scoring reuses `group_segments` / `score_with_controls` with its own
+per-segment ``transform``.
 """
 from __future__ import annotations
 
@@ -24,7 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evaluation.task2 import format_report, pearson_per_band, score
+from evaluation.task2 import format_controls_report, format_report, pearson_per_band, plot_report
+from evaluation.task2 import score_with_controls as task2_score_with_controls
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
 from util.outdir import check_out_file
@@ -43,11 +51,112 @@ def segment_recordings(recordings, target: str, segment: int):
             yield rec.subject, f"{rec.subject}_{rec.stimulus}_{k}", eeg, label
 
 
+def group_segments(recordings, target: str, segment: int) -> list[dict]:
+    """One entry per recording with at least one segment: the input of `score_with_controls`.
+
+    ``{"subject", "stimulus", "ids": [segment ids], "eeg": (n, segment, C) as the model sees it,
+    "labels": (n, segment, bands) raw}``.
+    """
+    groups: dict = {}
+    for subject, segment_id, eeg, label in segment_recordings(recordings, target, segment):
+        stimulus = segment_id[len(subject) + 1 : segment_id.rindex("_")]
+        entry = groups.setdefault((subject, stimulus), {"subject": subject, "stimulus": stimulus, "ids": [],
+                                                        "eeg": [], "labels": []})
+        entry["ids"].append(segment_id)
+        entry["eeg"].append(eeg)
+        entry["labels"].append(label)
+    out = []
+    for entry in groups.values():
+        entry["eeg"] = np.stack(entry["eeg"])  # (n, segment, C)
+        entry["labels"] = np.stack(entry["labels"])  # (n, segment, bands)
+        out.append(entry)
+    return out
+
+
 @torch.no_grad()
+def predict_stack(model, target: str, eeg: np.ndarray, transform=None, batch_size: int = 8) -> np.ndarray:
+    """(n, segment, C) EEG -> (n, segment, bands) predictions, padded at the end to the segment length.
+
+    ``transform`` (optional) maps one (segment, C) EEG segment to what the model sees (e.g. a
+    per-segment z-score for unseen subjects); it is applied to real, noise and mismatched EEG alike.
+    """
+    from task2_regression.predict import pad_to_length
+
+    segment = eeg.shape[1]
+    out = []
+    for start in range(0, len(eeg), batch_size):
+        chunk = eeg[start : start + batch_size]
+        if transform is not None:
+            chunk = np.stack([transform(x) for x in chunk])
+        pred = model(torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)))[target].float().numpy()
+        out.extend(pad_to_length(p, segment) for p in pred)  # (time_out, bands) -> (segment, bands)
+    return np.stack(out)
+
+
+def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, costly_controls: bool = True,
+                        n_shifts: int = 100, min_shift_s: float = 2.0, seed: int = 0, transform=None,
+                        progress: bool = False) -> dict:
+    """Score ``groups`` (see `group_segments`) with the official rule, beside the three controls.
+
+    - the score: `evaluation.task2.score` of the model's predictions;
+    - ``noise_eeg`` (costly): the same model on Gaussian EEG with each recording's per-channel mean
+      and std (`evaluation.controls.noise_eeg`), scored against the same labels;
+    - ``circular_shift`` (cheap): per subject, the subject's predictions and labels concatenated in
+      segment order, the labels shifted circularly by >= ``min_shift_s`` and re-scored with the
+      segment rule (`evaluation.controls.circular_shift_null`); the top-level null averages the
+      subjects' null draws;
+    - ``mismatched_eeg`` (costly): each recording's labels against the predictions from the EEG of
+      another recording of the same subject (another stimulus where one exists;
+      `evaluation.controls.mismatched_pairs`), its segments taken in order (cyclically if it has fewer).
+
+    Returns the `evaluation.task2.score` report plus ``controls``, ``score_above_noise``,
+    ``warnings``, ``per_subject_controls`` ({subject: the same block}), ``per_subject_bands``
+    (per-band mean/std over each subject's segments) and ``significance``
+    (permutation p-values of the subjects, Holm-corrected). ``costly_controls=False`` leaves the
+    two model reruns out (their slots are None).
+    """
+    from evaluation.controls import mismatched_pairs, noise_eeg
+
+    if not groups:
+        raise EEGKitError("no segments to score")
+    noise_rng, shift_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    labels: dict[str, dict[str, np.ndarray]] = {}
+    predictions: dict[str, np.ndarray] = {}
+    for entry in tqdm(groups, desc="segments", disable=not progress):
+        pred = predict_stack(model, target, entry["eeg"], transform)  # (n, segment, bands)
+        for segment_id, p, label in zip(entry["ids"], pred, entry["labels"]):
+            predictions[segment_id] = p
+            labels.setdefault(entry["subject"], {})[segment_id] = label
+    noise_predictions = mismatched_predictions = None
+    if costly_controls:
+        noise_predictions = {}
+        for entry in tqdm(groups, desc="noise EEG control", disable=not progress):
+            flat = entry["eeg"].reshape(-1, entry["eeg"].shape[-1])  # (n * segment, C)
+            noise = noise_eeg(flat, noise_rng).reshape(entry["eeg"].shape)  # (n, segment, C)
+            noise_predictions.update(zip(entry["ids"], predict_stack(model, target, noise, transform)))
+        mismatched_predictions = {}
+        pairs = mismatched_pairs([(entry["subject"], entry["stimulus"]) for entry in groups])
+        for entry, other in tqdm(list(zip(groups, pairs)), desc="mismatched EEG control", disable=not progress):
+            if other is not None:
+                donor = groups[other]["eeg"]
+                eeg = donor[np.arange(len(entry["ids"])) % len(donor)]  # (n, segment, C)
+                mismatched_predictions.update(zip(entry["ids"], predict_stack(model, target, eeg, transform)))
+    report = task2_score_with_controls(predictions, labels, noise_predictions, mismatched_predictions, fs,
+                                       n_shifts, min_shift_s, seed=int(shift_rng.integers(2**31)))
+    per_subject_bands = {}
+    for subject, segments in labels.items():
+        rows = np.array([pearson_per_band(predictions[i], label) for i, label in segments.items()])  # (n, bands)
+        per_subject_bands[subject] = {"band_mean": rows.mean(axis=0).tolist(), "band_std": rows.std(axis=0).tolist(),
+                                      "segment_std": float(rows.mean(axis=1).std()), "n_segments": len(rows)}
+    report.update({"per_subject_bands": per_subject_bands, "costly_controls": bool(costly_controls)})
+    return report
+
+
 def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: float = 30.0,
-                            checkpoint: str = "best", progress: bool = True) -> dict:
-    """Score report (see `evaluation.task2.score`) plus per-subject per-band mean/std."""
-    from task2_regression.predict import load_run_model, model_channels, pad_to_length
+                            checkpoint: str = "best", progress: bool = True, costly_controls: bool = True,
+                            n_shifts: int = 100, seed: int = 0) -> dict:
+    """Score report (see `score_with_controls`) plus per-subject per-band mean/std."""
+    from task2_regression.predict import load_run_model, model_channels
     from task2_regression.data import load_recordings
 
     import math
@@ -60,34 +169,30 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
     segment = seconds_to_samples(float(segment_s), FS)
     if segment < 16:
         raise EEGKitError(f"--segment-s {segment_s}: too short (need at least 16 frames)")
+    if n_shifts < 1:
+        raise EEGKitError(f"--n-shifts {n_shifts}: must be at least 1")
     recordings = load_recordings(data_dir, split, features=("eeg", target), normalize=normalize,
                                  n_channels=model_channels(cfg))
-    predictions: dict[str, np.ndarray] = {}
-    labels: dict[str, dict[str, np.ndarray]] = {}
-    items = list(segment_recordings(recordings, target, segment))
-    if not items:
+    groups = group_segments(recordings, target, segment)
+    if not groups:
         longest = max(r.n_samples for r in recordings) / FS
         raise EEGKitError(f"{data_dir}: no {split!r} recording is at least {segment_s:g} s long "
                           f"(longest {longest:.1f} s); use a shorter --segment-s")
-    batch_size = 8
-    for start in tqdm(range(0, len(items), batch_size), desc="within-subject segments", disable=not progress):
-        chunk = items[start : start + batch_size]
-        eeg = torch.from_numpy(np.stack([item[2] for item in chunk]))  # (batch, segment, 64)
-        pred = model(eeg)[target].float().numpy()  # (batch, time_out, bands)
-        if not np.isfinite(pred).all():
-            raise EEGKitError(f"{run_dir}: the model predicted NaN/Inf for {chunk[0][1]} (are its weights finite?)")
-        for (subject, segment_id, _, label), p in zip(chunk, pred):
-            predictions[segment_id] = pad_to_length(p, segment)
-            labels.setdefault(subject, {})[segment_id] = label
-    report = score(predictions, labels)
-    per_subject_bands = {}
-    for subject, segments in labels.items():
-        rows = np.array([pearson_per_band(predictions[sid], label) for sid, label in segments.items()])  # (n, bands)
-        per_subject_bands[subject] = {"band_mean": rows.mean(axis=0).tolist(), "band_std": rows.std(axis=0).tolist(),
-                                      "segment_std": float(rows.mean(axis=1).std()), "n_segments": len(rows)}
+    report = score_with_controls(model, target, groups, FS, costly_controls, n_shifts, seed=seed,
+                                 progress=progress)
     report.update({"split": split, "segment_s": float(segment_s), "checkpoint": checkpoint,
-                   "per_subject_bands": per_subject_bands, "run": str(run_dir)})
+                   "run": str(run_dir)})
     return report
+
+
+def format_within(report: dict) -> str:
+    """The printout: the score table, the controls (overall and per subject), significance, warnings."""
+    lines = [format_report(report)]
+    for subject, bands in report["per_subject_bands"].items():
+        means = " ".join(f"{v:.3f}" for v in bands["band_mean"])
+        lines.append(f"{subject}: per-band mean {means}")
+    lines.append(format_controls_report(report))
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,18 +209,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="which checkpoint of the run to use (default: best)")
     parser.add_argument("--out", default=None, help="write the full report as JSON to this file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--plot", default=None, help="write a PNG: per-subject scores beside their controls, per band")
+    parser.add_argument("--no-costly-controls", action="store_true",
+                        help="leave out the controls that rerun the model (noise EEG, mismatched EEG); the "
+                             "circular-shift null (cheap) stays")
+    parser.add_argument("--n-shifts", type=int, default=100,
+                        help="circular shifts (>= 2 s) per subject for the null (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and of the shifts (default 0)")
     args = parser.parse_args(argv)
     if args.out:
         check_out_file(args.out, overwrite=args.overwrite, inputs=[args.run, args.data])
     report = evaluate_within_subject(args.run, args.data, args.split, args.segment_s, args.checkpoint,
-                                     progress=sys.stderr.isatty())
-    print(format_report(report))
-    for subject, bands in report["per_subject_bands"].items():
-        means = " ".join(f"{v:.3f}" for v in bands["band_mean"])
-        print(f"{subject}: per-band mean {means}")
+                                     progress=sys.stderr.isatty(), costly_controls=not args.no_costly_controls,
+                                     n_shifts=args.n_shifts, seed=args.seed)
+    print(format_within(report))
     if args.out:
         atomic_write_json(args.out, report, indent=2)
         print(f"report written to {args.out}")
+    if args.plot:
+        plot_report(report, args.plot)
+        print(f"plot written to {args.plot}")
     return 0
 
 

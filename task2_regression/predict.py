@@ -1,7 +1,7 @@
 """Predict Task 2 test-set segments with a trained run and write per-subject submission JSON files.
 
     python -m task2_regression.predict --run RUN --test-set DATASET/test_set/TASK2_regression \
-        --out PRED [--checkpoint best|last|averaged]
+        --out PRED [--checkpoint best|last|averaged] [--control none|noise|mismatched]
 
 Input (reference section 3): `sub-XXX_mapping.json` (`{segment_id: {"eeg": eeg_id}}`) and
 `preprocessed_eeg/sub-XXX_eeg.npz` (`eeg_id -> (1920, 64)`), per subject.
@@ -166,6 +166,43 @@ def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform=
     return subjects
 
 
+def noise_control(seed: int = 0):
+    """EEG transform for the noise-EEG control: Gaussian EEG with the subject's per-channel mean and std.
+
+    The statistics are those of all of the subject's segments together (its recording); every
+    segment is replaced by fresh noise of its own length (`evaluation.controls.noise_eeg`).
+    """
+    from evaluation.controls import noise_eeg
+
+    def transform(subject: str, ids: list[str], segments: list[np.ndarray]) -> list[np.ndarray]:
+        rng = np.random.default_rng([seed, sum(map(ord, subject))])
+        pooled = np.concatenate(segments)  # (total time, C)
+        return [noise_eeg(pooled, rng, n_frames=len(x)) for x in segments]
+    return transform
+
+
+def mismatched_control(seed: int = 0):
+    """EEG transform for the mismatched-EEG control: each segment gets the EEG of another segment of
+    the same subject (a random derangement within the subject; the test set does not name stimuli).
+
+    A subject with a single segment gets that segment circularly shifted by half its length instead.
+    """
+    def transform(subject: str, ids: list[str], segments: list[np.ndarray]) -> list[np.ndarray]:
+        if len(segments) < 2:
+            return [np.roll(segment, segment.shape[0] // 2, axis=0) for segment in segments]
+        rng = np.random.default_rng(seed + sum(map(ord, subject)))
+        order = rng.permutation(len(segments))
+        shifted = np.roll(order, 1)  # segment order[i] gets the EEG of order[i-1]: nobody keeps its own
+        out = list(segments)
+        for target_index, source_index in zip(order, shifted):
+            out[target_index] = segments[source_index]
+        return out
+    return transform
+
+
+CONTROLS = {"none": None, "noise": noise_control, "mismatched": mismatched_control}
+
+
 def write_predictions(subjects: dict[str, dict[str, np.ndarray]], out_dir) -> list[Path]:
     """PRED/sub-XXX.json = {segment_id: time x bands list}; the folder is written whole
     (`util.outdir.staged_dir`: a temporary sibling renamed over PRED), so an interrupted run leaves
@@ -193,13 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which checkpoint of the run to use (default: best)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a non-empty OUT (the new folder replaces the old one whole, when complete)")
+    parser.add_argument("--control", default="none", choices=tuple(CONTROLS),
+                        help="predict a control instead of the real EEG: noise (Gaussian EEG with each subject's "
+                             "per-channel mean and std) or mismatched (each segment gets another segment's EEG "
+                             "of the same subject); score with python -m evaluation.task2 --noise-predictions / "
+                             "--mismatched-predictions (default none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --control EEG (default 0)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.run, args.test_set])
-    subjects = predict_test_set(args.run, args.test_set, args.checkpoint)
+    transform = None if CONTROLS[args.control] is None else CONTROLS[args.control](args.seed)
+    subjects = predict_test_set(args.run, args.test_set, args.checkpoint, eeg_transform=transform)
     paths = write_predictions(subjects, args.out)
     n_segments = sum(len(s) for s in subjects.values())
     print(f"wrote {len(paths)} subject files ({n_segments} segments) to {args.out}")

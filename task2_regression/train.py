@@ -9,7 +9,10 @@ Config keys and defaults: configs/defaults.yaml. The trained `targets` (default 
 DATASET/stimuli). Train/val recordings (`task2_regression.data`) are cut into windows
 (`data.sampling`: fixed with `hop_s`, or one random window per recording per epoch); each step is
 cross-subject mixup + the combined loss of `task2_regression.loss`; validation is the mean Pearson
-of `target` on non-overlapping `val_window_s` windows. The loop, the run folder and DDP are
+of `target` on non-overlapping `val_window_s` windows (`val_pearson`), beside the same model on
+noise EEG (`val_noise_eeg`, `evaluation.controls.noise_eeg`) and their difference
+(`val_above_noise`), all three in log.csv. `train.select_on: score | above_noise` picks the column
+that chooses `best.pt` and early-stops, so an EEG-free output pattern cannot win. The loop, the run folder and DDP are
 `util.trainer.fit`'s; `model.type: ridge` is fitted in closed form (streaming covariance, alpha
 chosen on val) and saved the same way.
 """
@@ -69,6 +72,8 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
         raise EEGKitError(f"config: data.normalize must be recording or window, got {data['normalize']!r}")
     if int(train["mixup"]) not in (0, 1, 2):
         raise EEGKitError(f"config: train.mixup must be 0, 1 or 2, got {train['mixup']!r}")
+    if train["select_on"] not in SELECT_ON:
+        raise EEGKitError(f"config: train.select_on must be one of {sorted(SELECT_ON)}, got {train['select_on']!r}")
 
     audio_dir = None
     if any(t in AUDIO_TARGETS for t in targets):
@@ -138,14 +143,25 @@ def check_windows(recordings, cfg: dict, split: str, data_dir) -> None:
 
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def validate(model: torch.nn.Module, dataset, target: str, info, batch_size: int = 8) -> float:
-    """Mean (over windows and bands) Pearson r of `target` on `dataset`, averaged over all ranks."""
+def validate(model: torch.nn.Module, dataset, target: str, info, batch_size: int = 8,
+             noise_seed: int | None = None) -> float:
+    """Mean (over windows and bands) Pearson r of `target` on `dataset`, averaged over all ranks.
+
+    ``noise_seed``: score the noise-EEG control instead: each window's EEG is replaced by Gaussian
+    EEG with that window's per-channel mean and std (`evaluation.controls.noise_eeg`), drawn from
+    ``(noise_seed, window index)`` so every epoch and every rank sees the same noise.
+    """
+    from evaluation.controls import noise_eeg
     from util.metrics import pearson_torch
 
     # an exact partition of the windows over ranks (no padding), so every window counts once
     indices = np.arange(len(dataset))[info.rank :: info.world_size]
     score_sum, count = 0.0, 0
     for batch in trainer.batches(dataset, indices, batch_size):
+        if noise_seed is not None:
+            batch["eeg"] = torch.from_numpy(np.stack([
+                noise_eeg(eeg.numpy(), np.random.default_rng([noise_seed, int(index)]))
+                for eeg, index in zip(batch["eeg"], batch["index"])]))  # (batch, time, 64)
         batch = _to_device(batch, ("eeg", target), info.device)
         pred = model(batch["eeg"])[target]  # (batch, time_out, bands)
         r = pearson_torch(pred, batch[target][:, : pred.shape[1]])  # (batch, bands)
@@ -156,9 +172,21 @@ def validate(model: torch.nn.Module, dataset, target: str, info, batch_size: int
     return total / max(n, 1)
 
 
+SELECT_ON = {"score": "val_pearson", "above_noise": "val_above_noise"}  # train.select_on -> log.csv column
+
+
+def validation_scores(model: torch.nn.Module, dataset, target: str, info, seed: int = 0) -> dict:
+    """The validation columns of log.csv: the score, its noise-EEG control and the score above it."""
+    value = validate(model, dataset, target, info)
+    noise = validate(model, dataset, target, info, noise_seed=seed)
+    return {"val_pearson": value, "val_noise_eeg": noise, "val_above_noise": value - noise}
+
+
 # --------------------------------------------------------------------------- ridge
-def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> float:
-    """Closed-form fit: streaming covariance over non-overlapping train windows, alpha chosen on val."""
+def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> tuple:
+    """Closed-form fit: streaming covariance over non-overlapping train windows, alpha chosen on val.
+
+    Returns (val score, its noise-EEG control)."""
     from util import windowing
 
     length = seconds_to_samples(float(cfg["data"]["window_s"]))
@@ -174,11 +202,14 @@ def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> float:
         item = val_set[i]
         val_pairs.append((item["eeg"], {name: item[name] for name in cfg["targets"]}))
     scores = model.select_alpha(cfg["model"].get("alphas"), val_pairs)
-    say(f"ridge: val score per alpha {({a: round(s, 4) for a, s in scores.items()})}; chose alpha={float(model.alpha):g}")
-    return float(max(scores.values()))
+    say(f"ridge: val score per alpha {({a: round(s, 4) for a, s in scores.items()})}; chose alpha={float(model.alpha):g}"
+        " (on the score: a linear decoder's noise-EEG control is ~0 whatever alpha)")
+    noise = validate(model, val_set, cfg["target"], info, noise_seed=int(cfg["train"]["seed"]))
+    return float(max(scores.values())), noise
 
 
-def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: float, overwrite: bool = False) -> None:
+def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: float, val_noise: float,
+                overwrite: bool = False) -> None:
     import math
     import shutil
 
@@ -198,7 +229,8 @@ def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: floa
     training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra, task=TASK)
     training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra, task=TASK)
     training.CSVLogger(out_dir / "log.csv", resume=False).log(
-        {"epoch": 0, "val_pearson": val_score, "alpha": float(model.alpha), "time_s": round(seconds, 2)})
+        {"epoch": 0, "val_pearson": val_score, "val_noise_eeg": val_noise, "val_above_noise": val_score - val_noise,
+         "alpha": float(model.alpha), "time_s": round(seconds, 2)})
     training.plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=f"{out_dir.name} (ridge)")
 
 
@@ -264,21 +296,24 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
         if cfg["model"]["type"] == "ridge":
             started = time.time()
             model = build()
-            val_score = _fit_ridge(model, cfg, train_recs, val_recs, info, speak)
+            val_score, val_noise = _fit_ridge(model, cfg, train_recs, val_recs, info, speak)
             if info.is_main:
-                _save_ridge(model, cfg, out_dir, val_score, time.time() - started, overwrite=overwrite or resume)
+                _save_ridge(model, cfg, out_dir, val_score, time.time() - started, val_noise,
+                            overwrite=overwrite or resume)
             distributed.barrier(info)
             return {"best_val": val_score, "epochs_run": 0, "stopped_early": False, "out_dir": str(out_dir),
-                    "targets": targets}
+                    "targets": targets, "val_noise_eeg": val_noise, "select_on": "score"}
 
         seed = int(cfg["train"]["seed"])
         train_set = _windows_dataset(train_recs, cfg, ["eeg"] + targets, "train", seed)
         val_set = _windows_dataset(val_recs, cfg, ["eeg", target], "val", seed)
-        score = lambda model, dataset, rank_info: {"val_pearson": validate(model, dataset, target, rank_info)}  # noqa: E731
+        score = lambda model, dataset, rank_info: validation_scores(model, dataset, target, rank_info, seed)  # noqa: E731
+        monitor = SELECT_ON[cfg["train"]["select_on"]]
+        speak(f"model selection (best.pt, early stopping) on {monitor} (train.select_on: {cfg['train']['select_on']})")
         result = trainer.fit(cfg, out_dir, info, build, make_step(cfg, info), score, train_set, val_set,
-                             int(cfg["data"]["batch_size"]), "val_pearson", resume=resume, average=average,
+                             int(cfg["data"]["batch_size"]), monitor, resume=resume, average=average,
                              say=say, task=TASK, overwrite=overwrite)
-        return {**result, "targets": targets}
+        return {**result, "targets": targets, "select_on": cfg["train"]["select_on"]}
     finally:
         distributed.cleanup(info)
 
@@ -318,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    stimulus_audio=args.stimulus_audio, average=args.average_checkpoints, cache_dir=args.cache_dir,
                    overwrite=args.overwrite, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"done: best val Pearson {result['best_val']:.4f} ({result['epochs_run']} epochs) -> {result['out_dir']}")
+        print(f"done: best {SELECT_ON[result['select_on']]} {result['best_val']:.4f} ({result['epochs_run']} epochs) "
+              f"-> {result['out_dir']}")
     return 0
 
 
