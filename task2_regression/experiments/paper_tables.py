@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in keys:
         if not (CONFIGS / ROWS[key].config).is_file():
             raise EEGKitError(f"{CONFIGS / ROWS[key].config}: config not found")
-    check_out_dir(out, overwrite=args.overwrite, inputs=[data])
+    check_out_dir(out, overwrite=args.overwrite or args.merge, inputs=[data])  # --merge continues an OUT
     prepare_out_dir(out)
     segment_s = within_segment_s(data)
 
