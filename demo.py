@@ -14,6 +14,10 @@ trials, and print the tables plus the PNG path.
 
 Every step is a subprocess call of the same script a user would run, printed
 before it runs, so the demo doubles as a worked example.
+
+The working folder carries the kit's marker file (`util.outdir.MARKER`): re-running reuses it,
+``--fresh`` deletes it only when the marker is there, and a non-empty folder without the marker
+is refused (``--overwrite`` allows it; ``--fresh`` never deletes it).
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent
+
+from util.outdir import is_kit_folder  # noqa: E402
 
 # model name -> (config, overrides). The challenge's linear config uses batch 64 of 60-s windows,
 # i.e. only 2 steps per epoch on the demo's ~1 hour of data; batch 8 converges in ~20 epochs.
@@ -46,11 +52,26 @@ def run(cmd: list[str]) -> None:
         sys.exit(f"demo: step failed with exit code {result.returncode}: {' '.join(cmd)}")
 
 
-def task2(args: argparse.Namespace) -> None:
+def prepare_workdir(args: argparse.Namespace) -> Path:
+    """The demo's working folder: checked, ``--fresh`` only on a folder carrying the kit's marker, marked."""
+    from util.errors import EEGKitError
+    from util.outdir import check_out_dir, is_kit_folder, prepare_out_dir
+
     out = Path(args.out).resolve()
-    data = out / "data"
+    if out.exists() and not out.is_dir():
+        raise EEGKitError(f"--out {args.out}: exists and is a file, not a folder")
     if args.fresh and out.exists():
+        if not is_kit_folder(out):
+            raise EEGKitError(f"--out {args.out}: --fresh deletes only folders the kit made (with its marker file); "
+                              f"this one has none, so nothing was deleted")
         shutil.rmtree(out)
+    check_out_dir(out, flag="--out", overwrite=args.overwrite or is_kit_folder(out))
+    return prepare_out_dir(out)
+
+
+def task2(args: argparse.Namespace) -> None:
+    out = prepare_workdir(args)
+    data = out / "data"
     if not (data / "test_set").is_dir():
         run([sys.executable, "-m", "synthetic", "task2", "--out", str(data), "--seed", str(args.seed)]
             + (["--subjects", str(args.subjects)] if args.subjects else [])
@@ -62,22 +83,23 @@ def task2(args: argparse.Namespace) -> None:
         run_dir, predictions = out / "runs" / name, out / "predictions" / name
         submissions, report = out / "submissions" / name, out / "reports" / f"{name}.json"
         overrides = config_overrides + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-        if not (run_dir / "best.pt").is_file():
+        if not (run_dir / "best.pt").is_file():  # (a run folder without best.pt is an unfinished one: replaced)
             run([sys.executable, "-m", "task2_regression.train", "--config", config, "--data", str(data),
-                 "--out", str(run_dir)] + overrides)
+                 "--out", str(run_dir), "--overwrite"] + overrides)
         run([sys.executable, "-m", "task2_regression.predict", "--run", str(run_dir), "--test-set", str(test_set),
-             "--out", str(predictions)])
-        shutil.rmtree(submissions, ignore_errors=True)
+             "--out", str(predictions), "--overwrite"])
+        if submissions.is_dir() and is_kit_folder(submissions):
+            shutil.rmtree(submissions)
         run([sys.executable, "submit.py", "--task", "2", "--predictions", str(predictions), "--test-set",
              str(test_set), "--group", f"demo_{name}", "--out", str(submissions)])
         zip_path = next(submissions.glob("task_2_group_*_submission_1.zip"))
         run([sys.executable, "-m", "evaluation.task2", "--predictions", str(zip_path), "--labels", str(labels),
-             "--out", str(report), "--plot", str(report.with_suffix(".png"))])
+             "--out", str(report), "--plot", str(report.with_suffix(".png")), "--overwrite"])
         within = out / "reports" / f"{name}_within_subject.json"
         # the synthetic recordings are 4 min long, so their test parts (last 10 %) hold 24 s:
         # score within-subject on 20-s segments (30 s on real SparrKULee recordings)
         run([sys.executable, "-m", "task2_regression.evaluate", "--run", str(run_dir), "--data", str(data),
-             "--segment-s", str(WITHIN_SEGMENT_S), "--out", str(within)])
+             "--segment-s", str(WITHIN_SEGMENT_S), "--out", str(within), "--overwrite"])
         held_out, within_report = json.loads(report.read_text()), json.loads(within.read_text())
         rows.append((name, held_out, within_report, zip_path))
     oracle, shuffled = _label_controls(labels, seed=args.seed)
@@ -152,10 +174,8 @@ def _task2_summary_plot(rows, png: Path) -> None:
 
 
 def speaker_extraction(args: argparse.Namespace) -> None:
-    out = Path(args.out).resolve()
+    out = prepare_workdir(args)
     data = out / "data"
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
     if not any(data.glob("S*.mat")):
         run([sys.executable, "-m", "synthetic", "kul", "--out", str(data), "--seed", str(args.seed)]
             + (["--subjects", str(args.subjects)] if args.subjects else [])
@@ -164,12 +184,12 @@ def speaker_extraction(args: argparse.Namespace) -> None:
     overrides = [f"train.epochs={args.epochs}"] if args.epochs else []
     if not (run_dir / "best.pt").is_file():
         run([sys.executable, "-m", "speaker_extraction.train", "--config", "speaker_extraction/configs/neurospex_small.yaml",
-             "--data", str(data), "--out", str(run_dir)] + overrides)
+             "--data", str(data), "--out", str(run_dir), "--overwrite"] + overrides)
     reports = {}
     for label, extra in (("neurospex_small", []), ("shuffled_eeg", ["--shuffle-eeg"])):
         report = out / "reports" / f"{label}.json"
         run([sys.executable, "-m", "speaker_extraction.evaluate", "--run", str(run_dir), "--data", str(data),
-             "--split", "test", "--out", str(report), "--plot", str(report.with_suffix(".png"))] + extra)
+             "--split", "test", "--out", str(report), "--plot", str(report.with_suffix(".png")), "--overwrite"] + extra)
         reports[label] = json.loads(report.read_text())
     # stimulus-reconstruction AAD (ridge backward decoder) on the same held-out trials, for comparison
     aad_dir = out / "reports" / "aad_ridge"
@@ -203,17 +223,31 @@ def main(argv=None) -> None:
                         help="which half of the kit to demonstrate (default: task2)")
     parser.add_argument("--out", default=None,
                         help="working folder (default: runs/demo_task2 or runs/demo_speaker_extraction)")
-    parser.add_argument("--fresh", action="store_true", help="delete the working folder first (regenerate data, retrain)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the working folder first (regenerate data, retrain); only a folder carrying the "
+                             "kit's marker file is ever deleted")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty --out that the kit did not make (its files may be replaced)")
     parser.add_argument("--subjects", type=int, default=None, help="synthetic subjects (default: the generator's)")
     parser.add_argument("--minutes", type=float, default=None, help="synthetic minutes (default: the generator's)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs of the configs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
     args = parser.parse_args(argv)
+    from util.errors import EEGKitError
+
+    for flag, value, low in (("--subjects", args.subjects, 1), ("--epochs", args.epochs, 0), ("--seed", args.seed, 0)):
+        if value is not None and value < low:
+            raise EEGKitError(f"{flag} {value}: must be >= {low}")
+    if args.minutes is not None and not (args.minutes > 0 and args.minutes < float("inf")):
+        raise EEGKitError(f"--minutes {args.minutes}: must be a positive finite number")
     args.out = args.out or f"runs/demo_{args.task.replace('-', '_')}"
     start = time.time()
     (task2 if args.task == "task2" else speaker_extraction)(args)
     print(f"\ndemo wall time: {time.time() - start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from util.errors import run_cli
+
+    run_cli(main)

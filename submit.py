@@ -40,6 +40,7 @@ import numpy as np
 from evaluation.task2 import mapping_files, subject_of
 from util.atomic import atomic_write_bytes
 from util.errors import EEGKitError, run_cli
+from util.outdir import MARKER, TMP_TAG, check_out_dir, prepare_out_dir
 
 N_FRAMES = 1920  # 30 s at 64 Hz
 N_BANDS = 10
@@ -192,13 +193,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--group", required=True,
                         help="your group name as registered (letters, digits, '-' and '_')")
     parser.add_argument("--out", type=Path, required=True,
-                        help="output folder for task_2_group_NAME_submission_N.zip (N = 1, or 2 if 1 exists)")
+                        help="output folder for task_2_group_NAME_submission_N.zip (N = 1, or 2 if 1 exists); "
+                             "a folder holding anything else is refused unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow an --out folder that holds other files (they are left alone)")
     args = parser.parse_args(argv)
 
     if not re.fullmatch(r"[A-Za-z0-9_-]+", args.group):
         raise EEGKitError(f"--group {args.group!r}: use only letters, digits, '-' and '_'")
     if args.out.exists() and not args.out.is_dir():
-        raise EEGKitError(f"{args.out}: exists and is not a folder")
+        raise EEGKitError(f"--out {args.out}: exists and is a file, not a folder")
+    own = re.compile(rf"task_2_group_{re.escape(args.group)}_submission_\d+\.zip")
+    others = [p for p in args.out.iterdir() if not own.fullmatch(p.name) and p.name != MARKER
+              and not (p.name.startswith(".") and TMP_TAG in p.name)] if args.out.is_dir() else []
+    # an earlier submission of this group is expected (it becomes _2); anything else needs --overwrite
+    check_out_dir(args.out, overwrite=args.overwrite or not others, inputs=[args.predictions, args.test_set])
     mappings = load_mappings(args.test_set)
     by_subject, problems = validate(args.predictions, mappings, args.target)
     if problems:
@@ -206,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         raise EEGKitError(f"{args.predictions}: {len(problems)} problem(s) found; no submission written")
     path = submission_path(args.out, args.group)
+    prepare_out_dir(args.out)
     atomic_write_bytes(path, build_zip(by_subject))
     n_segments = sum(len(v) for v in by_subject.values())
     first = next((v for segments in by_subject.values() for v in segments.values()), None)

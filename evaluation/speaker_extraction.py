@@ -386,7 +386,17 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument("--out", required=True, help="report JSON path (written atomically)")
     parser.add_argument("--plot", help="optional PNG of the per-subject score distributions")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out / --plot file")
     return parser
+
+
+def check_report_outputs(args: argparse.Namespace, inputs: Sequence = ()) -> None:
+    """The `util.outdir` rule for ``--out`` and ``--plot`` (before anything is read or written)."""
+    from util.outdir import check_out_file
+
+    check_out_file(args.out, "--out", overwrite=args.overwrite, inputs=inputs)
+    if args.plot:
+        check_out_file(args.plot, "--plot", overwrite=args.overwrite, inputs=list(inputs) + [args.out])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -403,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_report_outputs(args, [args.estimates, args.references, args.mixtures, args.interferers])
     report = evaluate_files(args.estimates, args.references, args.mixtures, args.interferers,
                             progress=not args.no_progress)
     write_and_print(report, args.out, args.plot)

@@ -358,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(2023 format [envelope, stimulus] also accepted)")
     parser.add_argument("--out", type=Path, default=None, help="write the report as JSON to this file")
     parser.add_argument("--plot", type=Path, default=None, help="write per-subject and per-band bar plots to this PNG")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out / --plot file")
     parser.add_argument("--noise-predictions", type=Path, default=None,
                         help="the same model's predictions on noise EEG (python -m task2_regression.predict "
                              "--control noise): the noise-EEG control")
@@ -369,6 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n_shifts < 1:
         raise EEGKitError(f"--n-shifts {args.n_shifts}: must be at least 1")
+    from util.outdir import check_out_file
+
+    for flag, path in (("--out", args.out), ("--plot", args.plot)):
+        if path is not None:
+            check_out_file(path, flag, overwrite=args.overwrite, inputs=[args.predictions, args.labels])
 
     labels = load_labels(args.labels)
     predictions = load_predictions(args.predictions)

@@ -34,8 +34,9 @@ from tqdm import tqdm
 
 from evaluation.aad import parse_windows
 from evaluation.controls import noise_eeg
-from evaluation.speaker_extraction import (AAD_WINDOWS_S, add_report_arguments, build_report, decision_windows,
-                                           extraction_aad, score_window, se_control_block, write_and_print)
+from evaluation.speaker_extraction import (AAD_WINDOWS_S, add_report_arguments, build_report, check_report_outputs,
+                                           decision_windows, extraction_aad, score_window, se_control_block,
+                                           write_and_print)
 from util.errors import EEGKitError, run_cli
 
 
@@ -214,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--max-windows", args.max_windows, 0),
+                             ("--seed", args.seed, 0), ("--threads", args.threads, 0)):
+        if value is not None and value < low:
+            raise EEGKitError(f"{flag} {value}: must be >= {low}")
+    check_report_outputs(args, [args.run, args.data])
+    from util.distributed import check_device
+
+    check_device(args.device)
     aad_windows = () if args.no_aad else parse_windows(args.aad_windows, "--aad-windows")
     report = evaluate_run(args.run, args.data, args.split, args.shuffle_eeg, args.batch_size, args.max_windows,
                           args.seed, progress=not args.no_progress, device=args.device, threads=args.threads,

@@ -66,7 +66,7 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[torch
     from util.training import load_checkpoint
 
     path = resolve_checkpoint(run)
-    state = load_checkpoint(path, map_location=device)
+    state = load_checkpoint(path, map_location=device, task="speaker_extraction")
     config = state["config"]
     if "model" not in config:
         raise EEGKitError(f"{path}: checkpoint config has no model section")
@@ -255,11 +255,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest allowed difference between EEG and audio duration in seconds (default 1.0)")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per model call (default 4)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT.wav")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import math
+
+    from util.distributed import check_device
+    from util.outdir import check_out_file
+
     args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise EEGKitError(f"--batch-size {args.batch_size}: must be >= 1")
+    if not math.isfinite(args.max_mismatch_s) or args.max_mismatch_s < 0:
+        raise EEGKitError(f"--max-mismatch-s {args.max_mismatch_s}: must be a finite number >= 0")
+    check_out_file(args.out, overwrite=args.overwrite, inputs=[args.mixture, args.eeg, args.run])
+    check_device(args.device)
     model, config = load_run(args.run, device=args.device)
     fs_audio, fs_eeg = int(config["data"]["fs_audio"]), int(config["data"]["fs_eeg"])
     mixture = read_mixture_wav(args.mixture, fs_audio)  # (samples,)
@@ -268,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     eeg = preprocess_eeg(eeg, config)
     estimate = extract_long(model, mixture, eeg, config, batch_size=args.batch_size, progress=True,
                             device=args.device)
+    if not np.isfinite(estimate).all():
+        raise EEGKitError(f"{args.run}: the model's estimate for {args.mixture} contains NaN/Inf; nothing written")
     write_wav(args.out, estimate, fs_audio, pcm16=args.pcm16)
     print(f"wrote {args.out} ({estimate.shape[0] / fs_audio:.2f} s at {fs_audio} Hz)")
     return 0

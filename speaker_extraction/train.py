@@ -26,19 +26,26 @@ import torch
 
 from speaker_extraction.loss import neg_si_sdr_loss
 from util import trainer
-from util.config import load_config, load_defaults, resolve
+from util.config import apply_overrides, load_config, load_defaults, load_schema, resolve
 from util.distributed import all_reduce_sum, cleanup, init_distributed
 from util.errors import EEGKitError, run_cli
 from util.metrics import si_sdr_torch
 
 DEFAULTS_PATH = Path(__file__).resolve().parent / "configs" / "defaults.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "configs" / "schema.yaml"
+TASK = "speaker_extraction"
 
 
 def resolve_config(config: dict) -> dict:
-    """`util.config.resolve` against ``configs/defaults.yaml`` (unknown keys refused, nearest key named)."""
+    """`util.config.resolve` against ``configs/defaults.yaml`` and ``configs/schema.yaml`` (unknown keys
+    refused, nearest key named; ranges and choices); the ``model:`` section through the model registry."""
+    from speaker_extraction.models import check_model_config
+
     if not isinstance(config.get("model"), dict):
         raise EEGKitError("config: missing 'model' section")
-    return resolve(config, load_defaults(DEFAULTS_PATH))
+    resolved = resolve(config, load_defaults(DEFAULTS_PATH), load_schema(SCHEMA_PATH))
+    check_model_config(resolved["model"])
+    return resolved
 
 
 def crop_plan(dataset, crop_s: float, epoch: int, seed: int) -> tuple[int, int, np.ndarray] | None:
@@ -115,14 +122,23 @@ def validate(model: torch.nn.Module, dataset, info, batch_size: int, max_windows
 
 
 def train(config: dict, data_dir: str | Path, out_dir: str | Path, epochs: int | None = None,
-          resume: bool = False, progress: bool = True, device: str | None = None) -> dict:
+          resume: bool = False, progress: bool = True, device: str | None = None, overwrite: bool = False) -> dict:
     """Train; returns ``{"best_val", "epochs_run", "stopped_early", "out_dir"}`` (best_val: val SI-SDR, dB)."""
     from speaker_extraction.data import build_datasets
     from speaker_extraction.models import build_model
 
-    config = resolve_config(config)
+    from util.outdir import check_out_dir
+
     if epochs is not None:
-        config["train"]["epochs"] = int(epochs)
+        if int(epochs) < 0:
+            raise EEGKitError(f"--epochs {epochs}: must be >= 0")
+        config = apply_overrides(config, [f"train.epochs={int(epochs)}"])
+    config = resolve_config(config)
+    check_out_dir(out_dir, overwrite=overwrite, resume=resume, resumable=True, inputs=[data_dir])
+    if not Path(data_dir).is_dir():
+        raise EEGKitError(f"{data_dir}: dataset folder not found")
+    if resume:
+        trainer.check_resume(config, Path(out_dir), TASK)
     train_cfg = config["train"]
     if int(train_cfg["threads"]) > 0:
         torch.set_num_threads(int(train_cfg["threads"]))
@@ -140,7 +156,11 @@ def train(config: dict, data_dir: str | Path, out_dir: str | Path, epochs: int |
         model_cfg["eeg_channels"] = corpus.n_channels
         for name in ("train", "val"):
             if len(datasets[name]) == 0:
-                raise EEGKitError(f"{data_dir}: the {name} split has no {config['data']['window_s']}-s windows")
+                records = getattr(datasets[name], "records", [])
+                spans = sorted(r.n_eeg / corpus.fs_eeg for r in records if hasattr(r, "n_eeg"))
+                lengths = f"; its {len(spans)} trials are {spans[0]:.1f}-{spans[-1]:.1f} s long" if spans else ""
+                raise EEGKitError(f"{data_dir}: the {name} split has no windows of data.window_s="
+                                  f"{config['data']['window_s']} s{lengths}; use a shorter data.window_s")
         if info.is_main:
             print(f"training on {info.device}, world size {info.world_size}, global batch {global_batch}, "
                   f"{len(datasets['train'])} training windows", flush=True)
@@ -150,7 +170,7 @@ def train(config: dict, data_dir: str | Path, out_dir: str | Path, epochs: int |
         return trainer.fit(config, out_dir, info, lambda: build_model(model_cfg),
                            make_step(datasets["train"], config, info), score, datasets["train"], datasets["val"],
                            global_batch, "val_si_sdr", resume=resume, progress=progress,
-                           say=lambda message: print(message, flush=True))
+                           say=lambda message: print(message, flush=True), task=TASK, overwrite=overwrite)
     finally:
         cleanup(info)
 
@@ -161,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="KUL-format dataset folder (S*.mat + stimuli/)")
     parser.add_argument("--out", required=True, help="run folder for checkpoints, log.csv, curves.png")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.pt (optimizer, epoch, early stopping)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN/last.pt (optimizer, epoch, early stopping, RNG); the config must be "
+                             "the run's (only train.epochs may change)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty OUT: the old run's files are replaced by a new run")
     parser.add_argument("--device", default=None, help="force 'cpu' or 'cuda' (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value config overrides, e.g. train.lr=1e-4")
@@ -171,12 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = load_config(args.config, args.overrides)
-    if not Path(args.data).is_dir():
-        raise EEGKitError(f"{args.data}: dataset folder not found")
-    if args.resume and not (Path(args.out) / "last.pt").is_file():
-        raise EEGKitError(f"{Path(args.out) / 'last.pt'}: nothing to resume (no last.pt in the run folder)")
     result = train(config, args.data, args.out, epochs=args.epochs, resume=args.resume,
-                   progress=not args.no_progress, device=args.device)
+                   progress=not args.no_progress, device=args.device, overwrite=args.overwrite)
     best = result["best_val"]
     print(f"done: {result['epochs_run']} epoch(s) run; best val SI-SDR "
           f"{'n/a' if best is None else f'{best:.2f} dB'}; outputs in {result['out_dir']}")

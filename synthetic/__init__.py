@@ -24,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     task2 = sub.add_parser("task2", help="synthetic ICASSP 2024 Task 2 dataset (mel reconstruction)",
                            description=synthetic_task2.__doc__.split("\n\n")[0])
     synthetic_task2.add_arguments(task2)
+    task2.add_argument("--overwrite", action="store_true", help="allow a non-empty --out (its files are replaced)")
     kul = sub.add_parser("kul", help="synthetic KU Leuven auditory-attention dataset (speaker extraction)")
-    kul.add_argument("--out", required=True, help="output dataset folder (created; files are overwritten)")
+    kul.add_argument("--out", required=True, help="output dataset folder (created; must be new or empty unless --overwrite)")
+    kul.add_argument("--overwrite", action="store_true", help="allow a non-empty --out (its files are replaced)")
     kul.add_argument("--subjects", type=int, default=2, help="number of subjects S1..Sn (default 2)")
     kul.add_argument("--trials", type=int, default=8, help="trials per subject (default 8)")
     kul.add_argument("--minutes", type=float, default=1.0, help="minutes per trial (default 1)")
@@ -35,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from util.outdir import check_out_dir
+
     args = build_parser().parse_args(argv)
+    check_out_dir(args.out, overwrite=args.overwrite)
     if args.dataset == "task2":
         from synthetic import task2 as synthetic_task2
 

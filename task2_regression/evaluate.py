@@ -44,6 +44,7 @@ from evaluation.task2 import format_controls_report, format_report, pearson_per_
 from evaluation.task2 import score_with_controls as task2_score_with_controls
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
+from util.outdir import check_out_file
 from util.features import FS_TASK2
 from util.windowing import seconds_to_samples
 
@@ -184,6 +185,10 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
     from task2_regression.predict import load_run_models, model_channels
     from task2_regression.data import load_recordings
 
+    import math
+
+    if not math.isfinite(float(segment_s)) or float(segment_s) <= 0:
+        raise EEGKitError(f"--segment-s {segment_s}: must be a positive finite number of seconds")
     model, cfg = load_run_models(run_dir, checkpoint)
     target = cfg.get("target", "mel")
     normalize = cfg.get("data", {}).get("normalize", "recording")
@@ -237,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"),
                         help="which checkpoint of the run to use (default: best)")
     parser.add_argument("--out", default=None, help="write the full report as JSON to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--plot", default=None, help="write a PNG: per-subject scores beside their controls, per band")
     parser.add_argument("--no-costly-controls", action="store_true",
                         help="leave out the controls that rerun the model (noise EEG, mismatched EEG); the "
@@ -245,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="circular shifts (>= 2 s) per subject for the null (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and of the shifts (default 0)")
     args = parser.parse_args(argv)
+    if args.out:
+        check_out_file(args.out, overwrite=args.overwrite, inputs=[args.run, args.data])
     report = evaluate_within_subject(args.run, args.data, args.split, args.segment_s, args.checkpoint,
                                      progress=sys.stderr.isatty(), costly_controls=not args.no_costly_controls,
                                      n_shifts=args.n_shifts, seed=args.seed)

@@ -21,7 +21,8 @@ predicted frames as little disturbed as a constant tail can.
 
 Every input is read and checked and every prediction made before anything is written, so a bad
 input (missing file, unknown segment, wrong channel count, NaN/Inf) gives one error line and no
-partial output.
+partial output. A non-empty PRED needs ``--overwrite``; the folder is then replaced whole
+(written into a temporary sibling and renamed), and a prediction with NaN/Inf is never written.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from util.atomic import atomic_write_json
+from util.outdir import check_out_dir, staged_dir
 from util.errors import EEGKitError, run_cli
 from evaluation.task2 import mapping_files, subject_of
 from util.features import BANDS
@@ -56,7 +58,7 @@ def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, 
     if not run_dir.is_dir():
         raise EEGKitError(f"{run_dir}: run folder not found")
     path = run_dir / f"{checkpoint}.pt"
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, task="task2")
     cfg = state["config"]
     targets = list(cfg.get("targets") or [cfg.get("target", "mel")])
     model = build_model(cfg["model"], {name: BANDS[name] for name in targets})
@@ -173,6 +175,8 @@ def predict_segments(model: torch.nn.Module, target: str, segments: Sequence[np.
             pred = model(eeg)[target].float().cpu().numpy()  # (batch, time_out, bands)
             for i, p in zip(chunk, pred):
                 results[i] = pad_to_length(p, length).astype(np.float32)
+                if not np.isfinite(results[i]).all():
+                    raise EEGKitError(f"segment {i}: the model predicted NaN/Inf (are the run's weights finite?)")
     out = [results[i] for i in order]
     return out
 
@@ -214,12 +218,15 @@ def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform=
     for subject, (ids, segments) in tqdm(inputs.items(), desc="predicting subjects", disable=not progress):
         if eeg_transform is not None:
             segments = eeg_transform(subject, ids, segments)
-        if not isinstance(model, dict):
-            predictions = predict_segments(model, target, segments)
-        elif subject in model:
-            predictions = predict_segments(model[subject], target, segments)
-        else:
-            predictions = _average_models(model, target, segments)
+        try:
+            if not isinstance(model, dict):
+                predictions = predict_segments(model, target, segments)
+            elif subject in model:
+                predictions = predict_segments(model[subject], target, segments)
+            else:
+                predictions = _average_models(model, target, segments)
+        except EEGKitError as error:
+            raise EEGKitError(f"{Path(run_dir) / (checkpoint + '.pt')}: {subject} {error}; nothing written") from None
         subjects[subject] = dict(zip(ids, predictions))
     return subjects
 
@@ -262,14 +269,19 @@ CONTROLS = {"none": None, "noise": noise_control, "mismatched": mismatched_contr
 
 
 def write_predictions(subjects: dict[str, dict[str, np.ndarray]], out_dir) -> list[Path]:
-    """PRED/sub-XXX.json = {segment_id: time x bands list}, each written atomically."""
+    """PRED/sub-XXX.json = {segment_id: time x bands list}; the folder is written whole
+    (`util.outdir.staged_dir`: a temporary sibling renamed over PRED), so an interrupted run leaves
+    the old PRED untouched. Non-finite values are refused before anything is written."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
     for subject, segments in subjects.items():
-        payload = {segment_id: pred.astype(float).tolist() for segment_id, pred in segments.items()}
-        paths.append(atomic_write_json(out_dir / f"{subject}.json", payload))
-    return paths
+        for segment_id, pred in segments.items():
+            if not np.isfinite(pred).all():
+                raise EEGKitError(f"{subject} segment {segment_id}: prediction contains NaN/Inf; nothing written")
+    with staged_dir(out_dir) as tmp:
+        for subject, segments in subjects.items():
+            payload = {segment_id: pred.astype(float).tolist() for segment_id, pred in segments.items()}
+            atomic_write_json(tmp / f"{subject}.json", payload)
+    return [out_dir / f"{subject}.json" for subject in subjects]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder for the per-subject sub-XXX.json predictions")
     parser.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
                         help="which checkpoint of the run to use (default: best)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty OUT (the new folder replaces the old one whole, when complete)")
     parser.add_argument("--control", default="none", choices=tuple(CONTROLS),
                         help="predict a control instead of the real EEG: noise (Gaussian EEG with each subject's "
                              "per-channel mean and std) or mismatched (each segment gets another segment's EEG "
@@ -296,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.run, args.test_set])
     transform = None if CONTROLS[args.control] is None else CONTROLS[args.control](args.seed)
     subjects = predict_test_set(args.run, args.test_set, args.checkpoint, eeg_transform=transform,
                                 unseen=args.unseen)

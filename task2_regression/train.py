@@ -38,12 +38,15 @@ import torch
 from util import config as config_util
 from util import distributed, trainer
 from util.errors import EEGKitError, run_cli
-from util.features import BANDS
+from util.features import BANDS, FS_TASK2 as FS
+from util.outdir import check_out_dir
 from util.windowing import seconds_to_samples
 
 AUDIO_TARGETS = ("mel80", "mag")
 SUBMITTED_TARGETS = ("mel", "envelope")
 DEFAULTS_PATH = Path(__file__).resolve().parent / "configs" / "defaults.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "configs" / "schema.yaml"
+TASK = "task2"
 
 
 # --------------------------------------------------------------------------- config
@@ -56,7 +59,9 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
     from task2_regression import data as split_data
     from task2_regression import stimulus_targets
 
-    cfg = config_util.resolve(config, config_util.load_defaults(DEFAULTS_PATH))
+    from task2_regression.models import check_model_config
+
+    cfg = config_util.resolve(config, config_util.load_defaults(DEFAULTS_PATH), config_util.load_schema(SCHEMA_PATH))
     target = cfg["target"]
     if target not in SUBMITTED_TARGETS:
         raise EEGKitError(f"config: target must be 'mel' or 'envelope', got {target!r}")
@@ -70,6 +75,7 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
                           f"train [target] alone)")
     if "type" not in cfg["model"]:
         raise EEGKitError("config: missing model.type")
+    check_model_config(cfg["model"])
     data, train = cfg["data"], cfg["train"]
     if data["sampling"] not in ("fixed", "random"):
         raise EEGKitError(f"config: data.sampling must be fixed or random, got {data['sampling']!r}")
@@ -189,9 +195,27 @@ def load_split(cfg: dict, data_dir: Path, split: str, cache_dir: Path | None = N
     from task2_regression.data import discover, resolve_split_dir
 
     groups = groups if groups is not None else discover(resolve_split_dir(data_dir))
-    return load_recordings(data_dir, split, features=features, stimulus_audio_dir=audio, cache_dir=cache_dir,
-                           normalize=cfg["data"]["normalize"], groups=groups, n_channels=model_channels(cfg),
-                           subjects=used_subjects(cfg, groups))
+    try:
+        return load_recordings(data_dir, split, features=features, stimulus_audio_dir=audio, cache_dir=cache_dir,
+                               normalize=cfg["data"]["normalize"], groups=groups, n_channels=model_channels(cfg),
+                               subjects=used_subjects(cfg, groups))
+    except EEGKitError as error:
+        if "EEG must have" in str(error) and model_channels(cfg) != 64:
+            raise EEGKitError(f"config: model.n_channels={model_channels(cfg)} does not match the data: {error}") from None
+        raise
+
+
+def check_windows(recordings, cfg: dict, split: str, data_dir) -> None:
+    """Refuse a split where no recording is as long as the training window (before anything is written)."""
+    window = seconds_to_samples(float(cfg["data"]["window_s"]))
+    lengths = sorted(r.n_samples for r in recordings)
+    if not lengths:
+        raise EEGKitError(f"{data_dir}: no {split} recordings")
+    if split == "train" and lengths[-1] < window:
+        raise EEGKitError(
+            f"{data_dir}: no training windows: data.window_s={float(cfg['data']['window_s']):g} s but the "
+            f"{len(lengths)} {split} recordings are {lengths[0] / FS:.1f}-{lengths[-1] / FS:.1f} s long; "
+            f"use a shorter data.window_s (or longer recordings)")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -262,14 +286,26 @@ def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> tuple:
     return float(max(scores.values())), noise
 
 
-def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: float, val_noise: float) -> None:
-    from util import training
+def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: float, val_noise: float,
+                overwrite: bool = False) -> None:
+    import math
+    import shutil
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from util import training
+    from util.outdir import prepare_out_dir
+
+    if not math.isfinite(val_score):
+        raise EEGKitError(f"{out_dir}: ridge validation score is {val_score}; nothing saved (check the data for "
+                          f"NaN/Inf, flat EEG or constant targets)")
+    if overwrite and out_dir.is_dir():
+        for name in trainer.RUN_FILES:
+            target = out_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    prepare_out_dir(out_dir)
     config_util.save_config(cfg, out_dir / "config.yaml")
     extra = {"epoch": 0, "best_val": val_score, "kind": "closed_form"}
-    training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra)
-    training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra)
+    training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra, task=TASK)
+    training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra, task=TASK)
     training.CSVLogger(out_dir / "log.csv", resume=False).log(
         {"epoch": 0, "val_pearson": val_score, "val_noise_eeg": val_noise, "val_above_noise": val_score - val_noise,
          "alpha": float(model.alpha), "time_s": round(seconds, 2)})
@@ -315,7 +351,8 @@ def apply_holdout(cfg: dict, holdout: str | None, groups: dict, data_dir) -> dic
 
 def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bool = False,
           stimulus_audio: str | Path | None = None, average: bool = False, cache_dir: str | Path | None = None,
-          say: Callable[[str], None] | None = None, holdout: str | None = None) -> dict:
+          say: Callable[[str], None] | None = None, holdout: str | None = None, overwrite: bool = False,
+          device: str | None = None) -> dict:
     """Train (or resume) one run; returns {'best_val', 'epochs_run', 'stopped_early', 'out_dir', 'targets'}.
 
     config: a loaded config dict (overrides already applied); data_dir: dataset root (or split_data);
@@ -328,14 +365,21 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
 
     say = say or (lambda message: print(message, flush=True))
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    info = distributed.init_distributed()
+    if epochs is not None:
+        if int(epochs) < 0:
+            raise EEGKitError(f"--epochs {epochs}: must be >= 0")
+        config = config_util.apply_overrides(config, [f"train.epochs={int(epochs)}"])
+    info = distributed.init_distributed(device)
     speak = say if info.is_main else (lambda message: None)
     try:
+        check_out_dir(out_dir, overwrite=overwrite, resume=resume, resumable=True, inputs=[data_dir])
+        if not data_dir.is_dir():
+            raise EEGKitError(f"{data_dir}: dataset folder not found")
         groups = data.discover(data.resolve_split_dir(data_dir))  # the folder is listed once
         cfg = resolve_config(config, data_dir, stimulus_audio, say=speak, groups=groups)
         cfg = apply_holdout(cfg, holdout, groups, data_dir)
-        if epochs is not None:
-            cfg["train"]["epochs"] = int(epochs)
+        if resume:
+            trainer.check_resume(cfg, out_dir, TASK)
         targets, target = list(cfg["targets"]), cfg["target"]
         train_recs = load_split(cfg, data_dir, "train", cache_dir, groups)
         val_recs = load_split(cfg, data_dir, "val", cache_dir, groups)
@@ -350,24 +394,23 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
             model = build()
             val_score, val_noise = _fit_ridge(model, cfg, train_recs, val_recs, info, speak)
             if info.is_main:
-                _save_ridge(model, cfg, out_dir, val_score, time.time() - started, val_noise)
+                _save_ridge(model, cfg, out_dir, val_score, time.time() - started, val_noise,
+                            overwrite=overwrite or resume)
             distributed.barrier(info)
             return {"best_val": val_score, "epochs_run": 0, "stopped_early": False, "out_dir": str(out_dir),
                     "targets": targets, "val_noise_eeg": val_noise, "select_on": "score"}
 
         seed = int(cfg["train"]["seed"])
+        check_windows(train_recs, cfg, "train", data_dir)  # ridge streams whole recordings; windows only here
+        check_windows(val_recs, cfg, "val", data_dir)
         train_set = _windows_dataset(train_recs, cfg, ["eeg"] + targets, "train", seed)
-        if len(train_set) == 0:
-            longest = max(r.n_samples for r in train_recs) / seconds_to_samples(1.0)
-            raise EEGKitError(f"config: data.window_s {cfg['data']['window_s']:g} is longer than every training "
-                              f"recording of {data_dir} (longest {longest:.1f} s); use a shorter data.window_s")
         val_set = _windows_dataset(val_recs, cfg, ["eeg", target], "val", seed)
         score = lambda model, dataset, rank_info: validation_scores(model, dataset, target, rank_info, seed)  # noqa: E731
         monitor = SELECT_ON[cfg["train"]["select_on"]]
         speak(f"model selection (best.pt, early stopping) on {monitor} (train.select_on: {cfg['train']['select_on']})")
         result = trainer.fit(cfg, out_dir, info, build, make_step(cfg, info), score, train_set, val_set,
                              int(cfg["data"]["batch_size"]), monitor, resume=resume, average=average,
-                             say=say)
+                             say=say, task=TASK, overwrite=overwrite)
         return {**result, "targets": targets, "select_on": cfg["train"]["select_on"]}
     finally:
         distributed.cleanup(info)
@@ -421,9 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True,
                         help="dataset root holding derivatives/split_data/ (or the split_data folder itself)")
     parser.add_argument("--out", required=True, help="run folder for checkpoints, config.yaml, log.csv, curves.png")
-    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (>= 0)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/last.pt (model, optimizer, scheduler, epoch, early stopping, RNG)")
+                        help="continue from OUT/last.pt (model, optimizer, scheduler, epoch, early stopping, RNG); "
+                             "the config must be the run's (only train.epochs may change)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty OUT: the old run's files are replaced by a new run")
+    parser.add_argument("--device", default=None, help="force 'cpu' or 'cuda' (default: cuda when available)")
     parser.add_argument("--stimulus-audio", default=None,
                         help="folder with the stimulus audio ({stimulus}.wav/.npz) for the mel80/mag targets "
                              "(default: DATA/stimuli when present; without audio those targets are dropped)")
@@ -449,7 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_util.load_config(args.config, args.overrides)
     options = dict(epochs=args.epochs, resume=args.resume, stimulus_audio=args.stimulus_audio,
-                   average=args.average_checkpoints, cache_dir=args.cache_dir)
+                   average=args.average_checkpoints, cache_dir=args.cache_dir, overwrite=args.overwrite,
+                   device=args.device)
     if args.per_subject:
         result = train_per_subject(cfg, args.data, args.out, holdout=args.holdout_subjects, **options)
         if int(os.environ.get("RANK", "0")) == 0:

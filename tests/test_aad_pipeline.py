@@ -315,7 +315,9 @@ def test_split_from_run_uses_the_runs_held_out_trials(kul_dataset, tmp_path):
     run.mkdir()
     config = {"model": {"type": "neurospex"}, "data": {"split": {"protocol": "trial", "val_trials": 1,
                                                                  "test_trials": 1, "seed": 3}}}
-    torch.save({"config": config, "model": {}}, run / "best.pt")
+    from util.training import save_checkpoint
+
+    save_checkpoint(run / "best.pt", torch.nn.Identity(), config, task="speaker_extraction")
     _, trials = load_trials(kul_dataset)
     folds, info = folds_from_run(run, kul_dataset, trials)
     expected = make_split(KULCorpus(kul_dataset, config["data"], progress=False))

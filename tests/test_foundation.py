@@ -86,7 +86,7 @@ def test_both_tasks_refuse_unknown_keys_and_bad_model_keys_in_one_line(task2_dat
     with pytest.raises(SystemExit) as info:
         run_cli(task2_main, ["--config", str(config), "--data", str(task2_dataset), "--out", str(tmp_path / "run")])
     err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error:")]
-    assert info.value.code == 2 and len(err) == 1 and "bad model options ['n_tapz']" in err[0]
+    assert info.value.code == 2 and len(err) == 1 and "unknown key model.n_tapz (did you mean model.n_taps?)" in err[0]
 
 
 def test_shard_indices_partition_and_balance():
@@ -116,9 +116,9 @@ def test_csv_logger_resume_and_columns(tmp_path):
 def test_checkpoint_round_trip_and_average(tmp_path):
     model = torch.nn.Linear(2, 1)
     torch.nn.init.constant_(model.weight, 1.0)
-    save_checkpoint(tmp_path / "a.pt", model, {"model": {"type": "x"}})
+    save_checkpoint(tmp_path / "a.pt", model, {"model": {"type": "x"}}, task="task2")
     torch.nn.init.constant_(model.weight, 3.0)
-    save_checkpoint(tmp_path / "b.pt", model, {"model": {"type": "x"}})
+    save_checkpoint(tmp_path / "b.pt", model, {"model": {"type": "x"}}, task="task2")
     assert load_checkpoint(tmp_path / "a.pt")["config"] == {"model": {"type": "x"}}
     average = average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"])
     assert torch.allclose(average["weight"], torch.full((1, 2), 2.0))

@@ -168,7 +168,7 @@ def test_bad_configs_are_rejected():
 
     with pytest.raises(EEGKitError, match="unknown speaker-extraction model type"):  # one line, no traceback
         build_model({"type": "conv_tasnet"})
-    with pytest.raises(EEGKitError, match="unknown neurospex model keys: bogus"):
+    with pytest.raises(EEGKitError, match="unknown key model.bogus"):
         build_model({**SMALL, "bogus": 1})
     with pytest.raises(EEGKitError, match="even"):
         build_model({**SMALL, "L": 15})

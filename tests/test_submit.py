@@ -51,7 +51,7 @@ def test_valid_round_trip_and_numbering(setup):
     assert (setup["out"] / "task_2_group_team-a_submission_2.zip").is_file()
     with pytest.raises(EEGKitError, match="submissions 1 and 2 for group team-a already exist"):
         _run(setup)
-    assert sorted(p.name for p in setup["out"].iterdir()) == [
+    assert sorted(p.name for p in setup["out"].iterdir() if p.name != ".eegkit-output") == [
         "task_2_group_team-a_submission_1.zip", "task_2_group_team-a_submission_2.zip"]
 
 

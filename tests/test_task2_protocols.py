@@ -218,12 +218,13 @@ def test_submit_envelope_shapes(tmp_path):
                                                    "sub-001_1": rng.standard_normal((1920, 10)).tolist()}))
     with pytest.raises(EEGKitError, match="1 problem"):
         main(["--task", "2", "--predictions", str(pred), "--test-set", str(test_set), "--group", "h",
-              "--out", str(tmp_path / "out")])
+              "--out", str(tmp_path / "out2")])
     (pred / "sub-001.json").write_text(json.dumps({"sub-001_0": flat.tolist(), "sub-001_1": flat.tolist()}))
     with pytest.raises(EEGKitError, match="2 problem"):
         main(["--task", "2", "--predictions", str(pred), "--test-set", str(test_set), "--group", "h",
-              "--target", "mel", "--out", str(tmp_path / "out")])
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["task_2_group_g_submission_1.zip"]
+              "--target", "mel", "--out", str(tmp_path / "out2")])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".eegkit-output", "task_2_group_g_submission_1.zip"]
+    assert not (tmp_path / "out2").exists()
 
 
 # --------------------------------------------------------------------------- per-subject models

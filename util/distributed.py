@@ -33,6 +33,24 @@ class DistInfo:
         return self.world_size > 1
 
 
+def check_device(device: str, flag: str = "--device") -> torch.device:
+    """``device`` as a torch.device; one-line EEGKitError for an unknown name or absent CUDA."""
+    from util.errors import EEGKitError
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise EEGKitError(f"{flag} {device!r}: not a device name (use cpu or cuda)") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise EEGKitError(f"{flag} {device!r}: only cpu and cuda are supported")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EEGKitError(f"{flag} {device}: CUDA is not available on this machine (use --device cpu)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise EEGKitError(f"{flag} {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return parsed
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the torchrun process group if there is one; pick the device.
 
@@ -41,7 +59,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    use_cuda = torch.cuda.is_available() if device is None else check_device(device).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank)
         torch_device = torch.device("cuda", local_rank)

@@ -2,12 +2,23 @@
 
 `EEGKitError` is raised for bad input anywhere in the kit. Command-line entry
 points wrap their `main` with `run_cli`, which prints ``error: <message>`` on
-stderr and exits with status 2 instead of showing a traceback.
+stderr and exits with status 2 instead of showing a traceback. `run_cli` also
+turns what slips through into one line: OS errors (permission, missing folder,
+disk full; the path comes from ``error.filename``), decoding errors,
+`RecursionError` and `MemoryError`. Every CLI honours ``--debug`` (taken out of
+the arguments by `run_cli`) or ``EEGKIT_DEBUG=1``: then the full traceback is shown.
 """
 from __future__ import annotations
 
+import errno
+import os
 import sys
+import traceback
 from typing import Callable, Sequence
+
+DEBUG_FLAG = "--debug"
+DEBUG_HELP = (f"common flag: {DEBUG_FLAG}  show the full traceback of an error instead of one line "
+              "(same as EEGKIT_DEBUG=1)")
 
 
 class EEGKitError(Exception):
@@ -17,14 +28,66 @@ class EEGKitError(Exception):
         super().__init__(" ".join(str(message).split()))  # force a single line
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def describe(error: BaseException) -> str | None:
+    """The one-line message for an error that is not an `EEGKitError` (None: a real bug)."""
+    if isinstance(error, OSError):
+        path = error.filename if error.filename is not None else None
+        what = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                errno.ENOENT: "no such file or folder", errno.ENOSPC: "no space left on the device",
+                errno.EROFS: "read-only file system", errno.EISDIR: "is a folder, expected a file",
+                errno.ENOTDIR: "a path component is not a folder", errno.EDQUOT: "disk quota exceeded",
+                errno.ENAMETOOLONG: "file name too long"}.get(error.errno, error.strerror or type(error).__name__)
+        if path is None:
+            return f"{what} ({type(error).__name__})"
+        extra = f" -> {error.filename2}" if getattr(error, "filename2", None) else ""
+        return f"{path}{extra}: {what}"
+    if isinstance(error, UnicodeError):
+        return f"cannot decode text input ({_one_line(error)}); expected UTF-8"
+    if isinstance(error, RecursionError):
+        return "input nested too deeply to read (RecursionError); is a JSON/YAML file crafted or corrupt?"
+    if isinstance(error, MemoryError):
+        return "out of memory while reading or processing the input (MemoryError); is an input far larger than expected?"
+    return None
+
+
+def debug_enabled(argv: list[str]) -> bool:
+    return DEBUG_FLAG in argv or os.environ.get("EEGKIT_DEBUG", "") not in ("", "0")
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Run ``main(argv)`` and turn `EEGKitError` into a one-line message and exit status 2."""
+    """Run ``main(argv)`` and turn `EEGKitError` (and OS/decoding/recursion/memory errors) into one line, exit 2.
+
+    ``--debug`` is removed from the arguments; with it (or ``EEGKIT_DEBUG=1``) errors show their traceback.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_enabled(args)
+    args = [a for a in args if a != DEBUG_FLAG]
+    wants_help = any(a in ("-h", "--help") for a in args)
     try:
-        code = main(argv)
+        code = main(args)
     except EEGKitError as error:
+        if debug:
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("error: interrupted (no partial output was written)", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print("error: interrupted; files already finished were kept, unfinished ones were discarded "
+              "(every write is atomic; prediction folders are replaced only when complete)", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as done:
+        if wants_help and done.code in (0, None):
+            print(f"\n{DEBUG_HELP}")
+        raise
+    except (OSError, UnicodeError, RecursionError, MemoryError) as error:
+        message = describe(error)
+        if debug or message is None:
+            raise
+        print(f"error: {_one_line(message)}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code or 0)

@@ -27,7 +27,8 @@ from tqdm import tqdm
 from util import distributed
 from util.config import save_config
 from util.errors import EEGKitError
-from util.training import (CSVLogger, EarlyStopping, average_checkpoints, load_checkpoint, plot_curves,
+from util.outdir import check_out_dir, prepare_out_dir
+from util.training import (CSVLogger, EarlyStopping, average_checkpoints, load_checkpoint, plain, plot_curves,
                            save_checkpoint, seed_everything)
 
 
@@ -45,13 +46,59 @@ def batches(dataset, indices: np.ndarray, batch_size: int, progress: bool = Fals
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The random state as tensors and plain data (a ``weights_only`` checkpoint holds nothing else)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": [str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                      float(cached)],
+            "python": [int(version), torch.tensor(internal, dtype=torch.int64), gauss]}
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), int(pos), int(has_gauss),
+                         float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
+
+
+RUN_FILES = ("best.pt", "last.pt", "averaged.pt", "config.yaml", "log.csv", "curves.png", "checkpoints")
+RESUME_FREE_KEYS = ("train.epochs", "train.threads")  # may differ between a run and its --resume
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (tuples and lists compare equal)."""
+    a, b = _flat(plain(old)), _flat(plain(new))
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    return sorted(k for k in set(a) | set(b) if k not in RESUME_FREE_KEYS and norm(a.get(k)) != norm(b.get(k)))
+
+
+def check_resume(config: dict, out_dir: Path, task: str) -> dict:
+    """The state of ``out_dir/last.pt`` for a ``--resume`` with ``config``; refuses another task, model or config."""
+    last_path = Path(out_dir) / "last.pt"
+    if not last_path.is_file():
+        raise EEGKitError(f"{last_path}: nothing to resume (no last.pt in the run folder)")
+    state = load_checkpoint(last_path, task=task, model_type=str(config.get("model", {}).get("type", "")))
+    differences = config_differences(state["config"], config)
+    if differences:
+        shown = ", ".join(f"{k}={_flat(plain(config)).get(k)!r} (run: {_flat(state['config']).get(k)!r})"
+                          for k in differences[:3])
+        raise EEGKitError(f"{last_path}: --resume with a different config: {shown}"
+                          f"{' ...' if len(differences) > 3 else ''}; only train.epochs may change "
+                          f"(use a new --out for a new config)")
+    return state
 
 
 def _scheduler(optimizer, tcfg: dict):
@@ -66,16 +113,26 @@ def _scheduler(optimizer, tcfg: dict):
 def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Callable[[], torch.nn.Module],
         step: Callable, score: Callable, train_set, val_set, batch_size: int, monitor: str,
         resume: bool = False, average: bool = False, progress: bool = True,
-        say: Callable[[str], None] = print) -> dict:
+        say: Callable[[str], None] = print, *, task: str, overwrite: bool = False) -> dict:
     """Train one run (see the module docstring); returns ``{best_val, epochs_run, stopped_early, out_dir}``.
 
     ``config`` is the fully resolved config (stored in every checkpoint); its ``train`` section gives
-    the loop's settings; ``batch_size`` is the global batch (it must divide over the ranks).
+    the loop's settings; ``batch_size`` is the global batch (it must divide over the ranks); ``task``
+    ('task2' or 'speaker_extraction') is recorded in every checkpoint and checked on ``resume``.
+    The run folder (`util.outdir` rule: a non-empty one needs ``resume`` or ``overwrite``) is written
+    only once the first epoch has a finite validation score; a non-finite loss or score stops
+    training with an error naming the epoch and keeps the last good checkpoint.
     """
     tcfg, out_dir = config["train"], Path(out_dir)
     speak = say if info.is_main else (lambda message: None)
     if batch_size % info.world_size:
         raise EEGKitError(f"config: batch_size {batch_size} is not divisible by world size {info.world_size}")
+    check_out_dir(out_dir, overwrite=overwrite, resume=resume, resumable=True)
+    if len(train_set) == 0:
+        raise EEGKitError(f"{out_dir}: no training windows; nothing to train")
+    if len(val_set) == 0:
+        raise EEGKitError(f"{out_dir}: no validation windows; nothing to validate on")
+    state = check_resume(config, out_dir, task) if resume else None
     rank_batch = batch_size // info.world_size
     seed = int(tcfg["seed"])
     seed_everything(seed + info.rank)  # per-rank Python/NumPy/torch streams (dropout, random crops)
@@ -88,9 +145,6 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
     start_epoch, epochs = 0, int(tcfg["epochs"])
     last_path = out_dir / "last.pt"
     if resume:
-        if not last_path.is_file():
-            raise EEGKitError(f"{last_path}: no checkpoint to resume from")
-        state = load_checkpoint(last_path, map_location=info.device)
         core.load_state_dict(state["model"])
         if state.get("optimizer") is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -105,9 +159,27 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
         speak(f"resumed from {last_path} at epoch {start_epoch}")
     logger = CSVLogger(out_dir / "log.csv", resume=resume) if info.is_main else None
     if logger is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
         logger.truncate(start_epoch)  # drop rows logged after the checkpoint was taken
-        save_config(config, out_dir / "config.yaml")
+    written = False  # the run folder is prepared with the first good checkpoint
+
+    def prepare_run_folder() -> None:
+        if overwrite and not resume and out_dir.is_dir():  # a new run replaces the old run's files
+            import shutil
+
+            for name in RUN_FILES:
+                target = out_dir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        prepare_out_dir(out_dir)
+        if not resume:
+            save_config(config, out_dir / "config.yaml")
+
+    if resume and info.is_main:
+        prepare_out_dir(out_dir)  # stale temporaries of the killed run go now
+        written = True
+    last_good = f"{last_path} (epoch {start_epoch - 1})" if resume else "none written"
     ckpt_every = int(tcfg.get("checkpoint_every", 0)) or (1 if average else 0)
     max_steps, grad_clip = int(tcfg.get("max_steps_per_epoch", 0)), float(tcfg["grad_clip"])
     bars = show_progress(info, progress)
@@ -128,8 +200,9 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
         for batch in batches(train_set, indices, rank_batch, bars, f"epoch {epoch}/{epochs}"):
             loss, terms = step(model, batch, epoch)
             if not torch.isfinite(loss):
-                raise EEGKitError(f"{out_dir}: training loss became {float(loss)} at epoch {epoch}; "
-                                  f"lower train.lr or set train.grad_clip")
+                raise EEGKitError(f"{out_dir}: training loss became {float(loss)} at epoch {epoch}; training "
+                                  f"stopped, last good checkpoint: {last_good}; lower train.lr, set "
+                                  f"train.grad_clip or check the data for NaN/Inf or constant signals")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:
@@ -139,11 +212,20 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
                 sums[name] = sums.get(name, 0.0) + float(value)
             n_steps += 1
         lr = optimizer.param_groups[0]["lr"]
+        broken = [name for name, p in core.named_parameters() if not torch.isfinite(p).all()]
+        if broken:
+            raise EEGKitError(f"{out_dir}: weights became NaN/Inf at epoch {epoch} ({broken[0]}"
+                              f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}); training stopped, last "
+                              f"good checkpoint: {last_good}; lower train.lr (now {lr:g}) or set train.grad_clip")
         core.eval()
         with torch.no_grad():
             scores = score(core, val_set, info)
         core.train()
-        value = scores[monitor]
+        value = float(scores[monitor])
+        if not math.isfinite(value):
+            raise EEGKitError(f"{out_dir}: validation {monitor} is {value} at epoch {epoch}; training stopped, last "
+                              f"good checkpoint: {last_good}; check the data for NaN/Inf, flat EEG or constant "
+                              f"targets, or lower train.lr")
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             if math.isfinite(value):
                 scheduler.step(value)
@@ -155,15 +237,20 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
         mean_terms = {f"loss_{name}": distributed.all_reduce_mean(total / max(n_steps, 1), info)
                       for name, total in sorted(sums.items())}
         if info.is_main:
+            if not written:
+                prepare_run_folder()
+                written = True
             row = {"epoch": epoch, "lr": lr, **mean_terms, **scores, "time_s": round(time.perf_counter() - started, 2)}
             logger.log(row)
             extra = {"epoch": epoch, "best_val": early.best, monitor: value, "early_stopping": early.state_dict(),
                      "rng": _rng_state()}
             if improved:
-                save_checkpoint(out_dir / "best.pt", core, config, extra=extra)
-            save_checkpoint(last_path, core, config, optimizer, scheduler, extra=extra)
+                save_checkpoint(out_dir / "best.pt", core, config, extra=extra, task=task)
+            save_checkpoint(last_path, core, config, optimizer, scheduler, extra=extra, task=task)
+            last_good = f"{last_path} (epoch {epoch})"
             if ckpt_every and (epoch + 1) % ckpt_every == 0:
-                save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch:04d}.pt", core, config, extra=extra)
+                save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch:04d}.pt", core, config, extra=extra,
+                                task=task)
             plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=out_dir.name)
             shown = "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
             say(f"epoch {epoch}: loss {mean_terms.get('loss_total', float('nan')):.4f}  {shown}  lr {lr:.2e}"
@@ -180,7 +267,8 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
         core.eval()
         with torch.no_grad():
             avg = score(core, val_set, distributed.DistInfo(0, 1, 0, info.device))[monitor]
-        save_checkpoint(out_dir / "averaged.pt", core, config, extra={"averaged": [p.name for p in paths], monitor: avg})
+        save_checkpoint(out_dir / "averaged.pt", core, config, extra={"averaged": [p.name for p in paths], monitor: avg},
+                        task=task)
         say(f"averaged {len(paths)} checkpoints -> {out_dir / 'averaged.pt'} ({monitor} {avg:.4f})")
     distributed.barrier(info)
     return {"best_val": early.best, "epochs_run": epochs_run, "stopped_early": early.should_stop, "out_dir": str(out_dir)}

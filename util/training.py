@@ -149,30 +149,118 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, title: str = "") -> 
     return Path(png_path)
 
 
+CHECKPOINT_FORMAT = 2  # the kit's checkpoint layout (`save_checkpoint`)
+TASK_NAMES = {"task2": "Task 2 regression", "speaker_extraction": "speaker-extraction"}
+
+
+def plain(value: Any, where: str = "checkpoint") -> Any:
+    """``value`` as plain data (dict/list/str/int/float/bool/None/tensor) for a ``weights_only`` checkpoint.
+
+    Tuples stay tuples, NumPy arrays and scalars become lists and Python numbers, paths become strings;
+    anything else is a programming error (TypeError).
+    """
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {plain(k, where): plain(v, where) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(plain(v, where) for v in value)
+    if isinstance(value, list):
+        return [plain(v, where) for v in value]
+    raise TypeError(f"{where}: {type(value).__name__} is not plain data")
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, config: dict, optimizer=None, scheduler=None,
-                    extra: dict | None = None) -> Path:
-    """Atomically save model weights with the config (and optimiser/scheduler state for resuming)."""
+                    extra: dict | None = None, *, task: str) -> Path:
+    """Atomically save model weights with the config (and optimiser/scheduler state for resuming).
+
+    Only tensors and plain data are stored (`plain`), so `load_checkpoint` reads it with
+    ``torch.load(weights_only=True)``; the header records the kit format, the task and the model type.
+    """
+    if task not in TASK_NAMES:
+        raise ValueError(f"task must be one of {sorted(TASK_NAMES)}")
     state = {
-        "config": config,
+        "eegkit_checkpoint": CHECKPOINT_FORMAT,
+        "task": task,
+        "model_type": str((config.get("model") or {}).get("type", "")),
+        "config": plain(config, "config"),
         "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "extra": extra or {},
+        "optimizer": plain(optimizer.state_dict(), "optimizer") if optimizer is not None else None,
+        "scheduler": plain(scheduler.state_dict(), "scheduler") if scheduler is not None else None,
+        "extra": plain(extra or {}, "extra"),
     }
     return atomic_torch_save(state, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by `save_checkpoint`; one-line errors for missing or corrupt files."""
+def _refusal(path: Path, error: Exception) -> str:
+    """The one-line cause of a failed ``weights_only`` load: crafted pickle, or unreadable file."""
+    import re
+
+    text = str(error)
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    is_pickle = head[:1] == b"\x80" or head[:4] == b"PK\x03\x04"  # a pickle, or torch's zip holding one
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"{path}: refused: its pickle asks to run {found.group(1)}, which a checkpoint never needs "
+                f"(a crafted file, or one written by another tool or an older eegkit); nothing was loaded")
+    found = re.search(r"Unsupported operand (\d+)", text)
+    if is_pickle and (found or "Weights only load failed" in text):
+        what = f" (pickle opcode {found.group(1)})" if found else ""
+        return (f"{path}: refused: its pickle holds more than tensors and plain data{what} (crafted, or not "
+                f"a checkpoint); nothing was loaded")
+    if head[:4] == b"PK\x03\x04":
+        return f"{path}: not a readable checkpoint (a damaged or truncated PyTorch file)"
+    return f"{path}: not a readable checkpoint (truncated, or not a PyTorch file)"
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", task: str | None = None,
+                    model_type: str | None = None) -> dict:
+    """Load a checkpoint written by `save_checkpoint` with ``weights_only=True``; one-line errors.
+
+    The causes are told apart: missing, unreadable (truncated, not a PyTorch file), refused (a
+    pickle that asks for code: crafted), not an eegkit checkpoint, another task than ``task``,
+    another model than ``model_type``.
+    """
+    import warnings
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise EEGKitError(f"{path}: checkpoint not found")
+    if not path.is_file():
+        raise EEGKitError(f"{path}: is not a file (expected a .pt checkpoint)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # torch raises many types for corrupt files
-        raise EEGKitError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise EEGKitError(f"{path}: not an eegkit checkpoint (no config/model inside)")
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except OSError as error:
+        raise EEGKitError(f"{path}: cannot read the checkpoint ({error.strerror or type(error).__name__})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for corrupt or crafted files
+        raise EEGKitError(_refusal(path, error)) from None
+    if not isinstance(state, dict) or state.get("eegkit_checkpoint") is None:
+        kind = "a tensor-only state dict" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise EEGKitError(f"{path}: not an eegkit checkpoint ({kind} without the kit's header; "
+                          f"train one with the kit's train.py)")
+    if state.get("eegkit_checkpoint") != CHECKPOINT_FORMAT or not isinstance(state.get("config"), dict) \
+            or not isinstance(state.get("model"), dict):
+        raise EEGKitError(f"{path}: eegkit checkpoint format {state.get('eegkit_checkpoint')!r} is not "
+                          f"format {CHECKPOINT_FORMAT} (or its config/model is missing)")
+    if task is not None and state.get("task") != task:
+        found = TASK_NAMES.get(state.get("task"), repr(state.get("task")))
+        raise EEGKitError(f"{path}: a {found} checkpoint (model {state.get('model_type') or '?'}), expected a "
+                          f"{TASK_NAMES[task]} one ({task})")
+    if model_type is not None and state.get("model_type") != model_type:
+        raise EEGKitError(f"{path}: a {state.get('model_type')!r} model checkpoint, expected {model_type!r} "
+                          f"(the config's model.type)")
     return state
 
 

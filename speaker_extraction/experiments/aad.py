@@ -307,7 +307,7 @@ def folds_from_run(run, data_dir, trials: Sequence[Trial], progress: bool = Fals
     from util.training import load_checkpoint
 
     checkpoint = resolve_checkpoint(run)
-    config = resolve_config(load_checkpoint(checkpoint)["config"])
+    config = resolve_config(load_checkpoint(checkpoint, task="speaker_extraction")["config"])
     corpus = KULCorpus(data_dir, config["data"], progress=progress)
     split = make_split(corpus)
     index = {t.key: t for t in trials}
@@ -681,7 +681,7 @@ def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: i
         from speaker_extraction.train import resolve_config
         from util.training import load_checkpoint
 
-        run_config = resolve_config(load_checkpoint(resolve_checkpoint(split_from_run))["config"])
+        run_config = resolve_config(load_checkpoint(resolve_checkpoint(split_from_run), task="speaker_extraction")["config"])
         include_reps = bool(run_config["data"].get("include_repetitions", False))
     _, trials = load_trials(data, fs, band, include_reps, progress)
     if model == "ridge" and lags.hi >= min(len(t.eeg) for t in trials) // 2:

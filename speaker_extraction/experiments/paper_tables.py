@@ -36,6 +36,7 @@ from tqdm import tqdm
 from util.atomic import atomic_savefig, atomic_write_json, atomic_write_text
 from util.config import load_config
 from util.errors import EEGKitError, run_cli
+from util.outdir import check_out_dir, prepare_out_dir
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MAIN_SYSTEM = "neurospex_small"
@@ -82,7 +83,7 @@ def run_system(name: str, data_dir: Path, out_dir: Path, overrides: list[str], e
     if signature in trained:
         run_dir = trained[signature]  # identical config: reuse that run
     elif not (run_dir / "best.pt").is_file():
-        train(config, data_dir, run_dir, progress=progress)
+        train(config, data_dir, run_dir, progress=progress, overwrite=True)  # --out passed the overwrite rule
     trained[signature] = run_dir
     train_s = time.perf_counter() - started
     report = evaluate_run(run_dir, data_dir, "test", max_windows=eval_windows, progress=progress)
@@ -249,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cap train.epochs of every system (compute budget; stated in tables.md)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty --out (its reports and tables are replaced; runs with a best.pt "
+                             "are reused)")
     return parser
 
 
@@ -260,12 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(shlex.quote(part) for part in
                        [sys.executable, "-m", "speaker_extraction.experiments.paper_tables"]
                        + list(sys.argv[1:] if argv is None else argv))
-    atomic_write_text(out_dir / "COMMAND.txt", command + "\n")
     overrides = list(QUICK_OVERRIDES) if args.quick else []
     if args.epochs is not None:
         if args.epochs < 1:
             raise EEGKitError(f"--epochs must be >= 1, got {args.epochs}")
         overrides.append(f"train.epochs={args.epochs}")
+    if args.threads < 0:
+        raise EEGKitError(f"--threads {args.threads}: must be >= 0")
+    check_out_dir(out_dir, overwrite=args.overwrite, inputs=[data_dir])
+    prepare_out_dir(out_dir)
+    atomic_write_text(out_dir / "COMMAND.txt", command + "\n")
     if args.threads > 0:
         import torch
 

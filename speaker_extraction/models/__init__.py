@@ -13,16 +13,26 @@ from util.errors import EEGKitError
 MODEL_BUILDERS = {"neurospex": build_neurospex}
 
 
-def build_model(model_cfg: dict) -> nn.Module:
-    """Build a model from the YAML ``model:`` section (requires a known ``type``)."""
+def check_model_config(model_cfg: dict) -> dict:
+    """The ``model:`` section checked against its model's constructor (`util.config.check_options`)."""
+    from util.config import check_options
+
     model_type = model_cfg.get("type", "neurospex")
     if model_type not in MODEL_BUILDERS:
         raise EEGKitError(f"config: unknown speaker-extraction model type {model_type!r}; "
                           f"known: {', '.join(sorted(MODEL_BUILDERS))}")
+    options = {k: v for k, v in model_cfg.items() if k != "type"}
+    return check_options("model", options, NeuroSpex.__init__, NeuroSpex.CONFIG_RANGES)
+
+
+def build_model(model_cfg: dict) -> nn.Module:
+    """Build a model from the YAML ``model:`` section (requires a known ``type``)."""
+    model_type = model_cfg.get("type", "neurospex")
+    check_model_config(model_cfg)
     try:
         return MODEL_BUILDERS[model_type](model_cfg)
-    except (TypeError, ValueError) as error:  # unknown or bad option in the config
+    except (TypeError, ValueError, AssertionError, RuntimeError) as error:  # bad option in the config
         raise EEGKitError(f"config: model: {error}") from None
 
 
-__all__ = ["NeuroSpex", "build_model", "build_neurospex", "MODEL_BUILDERS"]
+__all__ = ["NeuroSpex", "build_model", "check_model_config", "build_neurospex", "MODEL_BUILDERS"]

@@ -38,6 +38,9 @@ DEFAULT_CONFIG = {
 class NeuroSpex(nn.Module):
     """EEG-guided speaker extractor; ``forward(mixture, eeg) -> estimate``."""
 
+    # config rules beyond util.config.check_options' defaults (sizes >= 1): the AdC ablation uses 0 blocks
+    CONFIG_RANGES = {"adc_blocks": {"ge": 0}, "L": {"ge": 2}}
+
     def __init__(self, N: int = 256, L: int = 20, B: int = 256, H: int = 512, P: int = 3,
                  X: int = 4, R: int = 4, eeg_channels: int = 64, eeg_dim: int = 64,
                  adc_blocks: int = 6, eeg_heads: int = 1, attn_heads: int = 2, adc_kernel: int = 9):
@@ -100,9 +103,9 @@ def build_neurospex(model_cfg: dict) -> NeuroSpex:
     model_type = cfg.pop("type", "neurospex")
     if model_type != "neurospex":
         raise ValueError(f"model type {model_type!r} is not neurospex")
-    unknown = sorted(set(cfg) - set(DEFAULT_CONFIG))
-    if unknown:
-        raise ValueError(f"unknown neurospex model keys: {', '.join(unknown)}")
+    from util.config import check_options
+
+    check_options("model", cfg, NeuroSpex.__init__, NeuroSpex.CONFIG_RANGES)
     return NeuroSpex(**cfg)
 
 

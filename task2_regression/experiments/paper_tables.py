@@ -49,6 +49,7 @@ from typing import Sequence
 import numpy as np
 
 from util.atomic import atomic_savefig, atomic_write_json, atomic_write_text
+from util.outdir import check_out_dir, prepare_out_dir
 from util.errors import EEGKitError, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,7 +155,8 @@ def run_row(row: Row, args, out: Path, data: Path, segment_s: float, log) -> dic
     config = row_config(row, args.epochs_scale, args.quick)
     run_dir = out / "runs" / row.key
     start = time.time()
-    result = train(config, data, run_dir, cache_dir=args.cache_dir, say=lambda message: log(f"[{row.key}] {message}"))
+    result = train(config, data, run_dir, cache_dir=args.cache_dir, say=lambda message: log(f"[{row.key}] {message}"),
+                   overwrite=True)  # --out itself passed the overwrite rule
     train_s = time.time() - start
     model, resolved = load_run_model(run_dir, "best")
     subjects = predict_test_set(run_dir, test_dir, "best", progress=False)
@@ -337,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "set it to leave a shared dataset folder untouched)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: runs side by side with other jobs on a shared box)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty --out (its runs, predictions and tables are replaced)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other rows of an existing OUT/results.json and re-make the tables from all "
                              "of them (to split a long remake into several commands)")
@@ -366,7 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in keys:
         if not (CONFIGS / ROWS[key].config).is_file():
             raise EEGKitError(f"{CONFIGS / ROWS[key].config}: config not found")
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, overwrite=args.overwrite or args.merge, inputs=[data])  # --merge continues an OUT
+    prepare_out_dir(out)
     segment_s = within_segment_s(data)
 
     def log(message: str) -> None:

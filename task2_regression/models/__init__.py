@@ -23,6 +23,7 @@ from task2_regression.models.contract import check_targets
 from task2_regression.models.dprnn import DPRNN
 from task2_regression.models.linear import LinearConv, RidgeDecoder
 from task2_regression.models.vlaai import VLAAI
+from util.config import check_options
 from util.errors import EEGKitError
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -35,19 +36,27 @@ MODELS: dict[str, type[nn.Module]] = {
 MODEL_TYPES = tuple(MODELS)
 
 
+def check_model_config(model_cfg: Mapping[str, Any]) -> dict:
+    """The ``model:`` section checked against the constructor of its ``type`` (`util.config.check_options`:
+    known keys, types of the defaults, finite numbers, sizes >= 1); returns the checked options."""
+    cfg = dict(model_cfg or {})
+    model_type = cfg.pop("type", None)
+    if model_type not in MODELS:
+        raise EEGKitError(f"config: model.type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+    return check_options("model", cfg, MODELS[model_type].__init__, getattr(MODELS[model_type], "CONFIG_RANGES", None))
+
+
 def build_model(model_cfg: Mapping[str, Any], targets: Mapping[str, int]) -> nn.Module:
     """Build the model named by `model_cfg['type']` with the remaining keys as constructor kwargs.
 
     A bad type or option is one `EEGKitError` line (the CLIs print it without a traceback).
     """
-    cfg = dict(model_cfg or {})
-    model_type = cfg.pop("type", None)
-    if model_type not in MODELS:
-        raise EEGKitError(f"config: model.type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
+    cfg = check_model_config(model_cfg)
+    model_type = model_cfg["type"]
     try:
         return MODELS[model_type](targets=check_targets(targets), **cfg)
-    except (TypeError, ValueError) as error:  # unknown or bad option in the config
+    except (TypeError, ValueError, AssertionError, RuntimeError) as error:  # bad option in the config
         raise EEGKitError(f"config: model.type {model_type}: bad model options {sorted(cfg)}: {error}") from None
 
 
-__all__ = ["build_model", "check_targets", "MODELS", "MODEL_TYPES"]
+__all__ = ["build_model", "check_model_config", "check_targets", "MODELS", "MODEL_TYPES"]

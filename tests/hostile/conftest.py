@@ -86,3 +86,52 @@ def refuse_subprocess() -> Callable[..., str]:
         return _check(result.returncode, result.stdout + result.stderr, names, before, watch)
 
     return check
+
+
+# --------------------------------------------------------------------------- shared runs (part A: test_runs_*.py)
+TASK2_TINY = {
+    "target": "mel",
+    "model": {"type": "linear", "n_taps": 8},
+    "data": {"window_s": 5.0, "hop_s": 5.0, "batch_size": 8, "val_window_s": 5.0},
+    "train": {"epochs": 1, "lr": 5.0e-3, "patience": 0, "seed": 0, "max_steps_per_epoch": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def task2_tiny_config(tmp_path_factory) -> Path:
+    """A tiny Task 2 linear config file (1 epoch of 2 steps)."""
+    import yaml
+
+    path = tmp_path_factory.mktemp("hostile_cfg") / "tiny_linear.yaml"
+    path.write_text(yaml.safe_dump(TASK2_TINY))
+    return path
+
+
+@pytest.fixture(scope="session")
+def task2_tiny_run(task2_dataset, tmp_path_factory) -> Path:
+    """A trained tiny Task 2 run folder (read only: copy it before changing anything)."""
+    from task2_regression.train import train
+
+    run = tmp_path_factory.mktemp("hostile_task2_run") / "run"
+    train(TASK2_TINY, task2_dataset, run, say=lambda message: None)
+    return run
+
+
+@pytest.fixture(scope="session")
+def se_tiny_config(tmp_path_factory) -> Path:
+    import yaml
+
+    from tests.conftest import TINY_SE_CONFIG
+
+    path = tmp_path_factory.mktemp("hostile_se_cfg") / "tiny_se.yaml"
+    path.write_text(yaml.safe_dump(TINY_SE_CONFIG))
+    return path
+
+
+@pytest.fixture(scope="session")
+def crafted_checkpoints(tmp_path_factory) -> dict:
+    """Crafted .pt files whose pickle would create ``marker`` when loaded unsafely: {name: (path, marker)}."""
+    from tests.hostile import payloads
+
+    folder = tmp_path_factory.mktemp("crafted")
+    return payloads.write_all(folder)
