@@ -174,7 +174,9 @@ def _read_wav_folder(folder: str | Path, role: str) -> dict[str, tuple[int, np.n
         raise EEGKitError(f"{folder}: {role} folder not found")
     files = {}
     for path in sorted(folder.glob("*.wav")):
-        audio, fs = load_audio(path, np.float64)  # (samples,) mono
+        # one signal per file: multi-channel wavs are refused, not mixed down; a silent estimate is a
+        # (bad) result to score, a silent reference, mixture or interferer makes SI-SDR meaningless
+        audio, fs = load_audio(path, np.float64, channels="mono", allow_silent=role == "estimates")  # (samples,)
         files[path.name] = (fs, audio)
     if not files:
         raise EEGKitError(f"{folder}: no .wav files in the {role} folder")

@@ -86,9 +86,7 @@ def read_mixture_wav(path: str | Path, fs_out: int) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise EEGKitError(f"{path}: mixture wav not found")
-    audio, fs_in = load_audio(path, np.float64)  # (samples,) mono
-    if not np.all(np.isfinite(audio)):
-        raise EEGKitError(f"{path}: wav contains NaN or Inf samples")
+    audio, fs_in = load_audio(path, np.float64, channels="mean")  # (samples,): channels averaged, finite, not silent
     if fs_in != fs_out:
         divisor = gcd(int(fs_in), int(fs_out))
         audio = resample_poly(audio, fs_out // divisor, int(fs_in) // divisor)
