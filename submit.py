@@ -7,7 +7,8 @@ PRED_DIR holds per-subject JSON files `{segment_id: mel}` (mel = 1920 lists of 1
 time first), as written by task2_regression/predict.py. Checks, against every
 `sub-XXX_mapping.json` of the test set:
   * every mapping segment id has a prediction, and no prediction has an unknown id;
-  * every prediction is numeric, exactly 1920 x 10 (time first) and finite;
+  * every prediction is numeric (JSON numbers: booleans, strings such as "1.5" and null are
+    refused), exactly 1920 x 10 (time first) and finite;
   * every JSON file parses, and no id appears in two files.
 On any problem every problem is printed (one line each, naming the file and the id) and the
 script exits with status 2 without writing anything. Otherwise it writes
@@ -30,6 +31,7 @@ import numpy as np
 from evaluation.task2 import mapping_files, subject_of
 from util.atomic import atomic_write_bytes
 from util.errors import EEGKitError, run_cli
+from util.inputs import json_numbers, read_json
 
 N_FRAMES = 1920  # 30 s at 64 Hz
 N_BANDS = 10
@@ -41,10 +43,7 @@ def load_mappings(test_set_dir: Path) -> dict[str, tuple[Path, list[str]]]:
     files = mapping_files(test_set_dir)
     mappings: dict[str, tuple[Path, list[str]]] = {}
     for file in files:
-        try:
-            obj = json.loads(file.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise EEGKitError(f"{file}: invalid JSON") from None
+        obj = read_json(file)
         if not isinstance(obj, dict):
             raise EEGKitError(f"{file}: expected a JSON object {{segment_id: {{'eeg': eeg_id}}}}")
         subject = subject_of(file)
@@ -54,10 +53,10 @@ def load_mappings(test_set_dir: Path) -> dict[str, tuple[Path, list[str]]]:
 
 def check_prediction(value, where: str) -> tuple[list | None, str | None]:
     """Return (the prediction as nested float lists, None) or (None, problem text)."""
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None, f"{where}: not a numeric {N_FRAMES} x {N_BANDS} array"
+    try:  # JSON booleans, strings (also "1.5") and null are refused, not converted
+        array = json_numbers(value, where, ndim=2)
+    except EEGKitError as error:
+        return None, f"{error} (expected a {N_FRAMES} x {N_BANDS} array of numbers)"
     if array.shape != (N_FRAMES, N_BANDS):
         hint = " (transposed? time must come first)" if array.shape == (N_BANDS, N_FRAMES) else ""
         return None, f"{where}: shape {array.shape}, expected ({N_FRAMES}, {N_BANDS}){hint}"
@@ -78,9 +77,9 @@ def validate(predictions_dir: Path, mappings: dict[str, tuple[Path, list[str]]])
     source: dict[str, Path] = {}
     for file in files:
         try:
-            obj = json.loads(file.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            problems.append(f"{file}: invalid JSON")
+            obj = read_json(file)  # size cap, malformed text and too deep nesting: one line each
+        except EEGKitError as error:
+            problems.append(str(error))
             continue
         if not isinstance(obj, dict):
             problems.append(f"{file}: expected a JSON object {{segment_id: prediction}}")

@@ -151,6 +151,13 @@ def main(argv=None) -> int:
     parser.add_argument("--shifts", type=int, default=200, help="number of circular shifts for the null (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="seed for VLAAI training and null shifts (default 0)")
     args = parser.parse_args(argv)
+    from util.inputs import check_number_flags
+
+    check_number_flags(args, {
+        "--vlaai-steps": (1, True, False),
+        "--shifts": (1, True, False),
+        "--seed": (0, True, False),
+    })
     from util.metrics import pearson_np
 
     data = load_excerpt(args.data)

@@ -100,17 +100,12 @@ def read_eeg_npy(path: str | Path, n_channels: int) -> np.ndarray:
         raise EEGKitError(f"{path}: EEG file not found")
     try:
         eeg = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:
         raise EEGKitError(f"{path}: not a readable .npy array ({str(error).splitlines()[0]})") from None
-    if eeg.ndim != 2:
-        raise EEGKitError(f"{path}: EEG must be 2-D (time, {n_channels}); got shape {eeg.shape}")
-    if eeg.shape[1] != n_channels:
-        raise EEGKitError(
-            f"{path}: EEG has {eeg.shape[1]} channels; the model expects {n_channels} (array shape must be (time, {n_channels}))"
-        )
-    if not np.all(np.isfinite(eeg)):
-        bad = int(np.count_nonzero(~np.isfinite(eeg)))
-        raise EEGKitError(f"{path}: EEG contains {bad} NaN/Inf values")
+    from util.inputs import check_array
+
+    check_array(eeg, str(path), ndim=2, columns=n_channels, min_rows=2, refuse_constant=True, what="EEG",
+                shape_hint=f"(time, {n_channels}) (the model expects {n_channels} channels)")
     return eeg.astype(np.float32)
 
 

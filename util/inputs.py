@@ -4,7 +4,7 @@ Arrays (EEG, targets, audio, predictions) go through `check_array(array, where, 
 dtype (no object, string, boolean or complex arrays), the expected number of dimensions and
 columns, enough rows, every value finite, and optionally not constant. A problem is one
 `EEGKitError` line naming ``where`` (the file, and the entry or key inside it) and the first bad
-index, e.g. ``.../sub-101_eeg.npz: entry 'eeg_0001': contains NaN/Inf (first: NaN at index (12, 3) (row 12, column 3))``.
+index, e.g. ``.../sub-101_eeg.npz: entry 'eeg_0001': contains NaN or Inf (first: NaN at index (12, 3) (row 12, column 3))``.
 
 JSON (`read_json`) is refused with one line for a file beyond the size cap, malformed text, bad
 UTF-8 and nesting too deep for the parser (``RecursionError``). `json_numbers` turns a parsed
@@ -45,7 +45,7 @@ _CHUNK = 1 << 20
 
 __all__ = ["MAX_INFLATED_BYTES", "MAX_JSON_BYTES", "MAX_ZIP_TOTAL_BYTES", "check_array", "first_nonfinite",
            "check_finite", "describe_index", "cap_text", "read_json", "parse_json", "json_numbers", "gunzip_file",
-           "read_zip_member", "NpzReader", "finite_number"]
+           "read_zip_member", "NpzReader", "finite_number", "check_number_flags"]
 
 
 # --------------------------------------------------------------------------- arrays
@@ -82,7 +82,7 @@ def check_finite(array: np.ndarray, where: str, row_offset: int = 0) -> None:
     index = first_nonfinite(array)
     if index is not None:
         value = array[index]
-        raise EEGKitError(f"{where}: contains NaN/Inf (first: {'NaN' if np.isnan(value) else 'Inf'} at "
+        raise EEGKitError(f"{where}: contains NaN or Inf (first: {'NaN' if np.isnan(value) else 'Inf'} at "
                           f"{describe_index(index, row_offset)})")
 
 
@@ -148,6 +148,19 @@ def finite_number(value: Any, flag: str, minimum: float | None = None, integer: 
         relation = ">" if strict_minimum else ">="
         raise EEGKitError(f"{flag} {value}: must be {relation} {minimum:g}")
     return int(number) if integer else number
+
+
+def check_number_flags(args: Any, rules: dict) -> None:
+    """Check parsed argparse flags: ``rules = {"--flag": (minimum, integer, strict_minimum), ...}``.
+
+    ``minimum`` may be None (only finiteness is checked); list values (``nargs='+'``) are checked item by
+    item; a flag left at None is skipped. One EEGKitError line naming the flag otherwise.
+    """
+    for flag, (minimum, integer, strict) in rules.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item is not None:
+                finite_number(item, flag, minimum=minimum, integer=integer, strict_minimum=strict)
 
 
 # --------------------------------------------------------------------------- capped streams
@@ -340,8 +353,9 @@ def json_numbers(value: Any, where: str, ndim: int = 2) -> np.ndarray:
         types = set(map(type, level))
         if types != {list}:
             found = ", ".join(sorted(_json_type_name(t) for t in types - {list}))
-            shape = "a list" if depth == 0 else f"lists nested {ndim} deep"
-            raise EEGKitError(f"{where}: expected {shape} of numbers, found {found}")
+            if depth == 0:
+                raise EEGKitError(f"{where}: not a numeric array (found {found}, expected lists of numbers)")
+            raise EEGKitError(f"{where}: not a numeric {ndim}-D array (found {found} where lists belong)")
         level = [item for sub in level for item in sub]
     types = set(map(type, level))
     if types - _NUMBER_TYPES:
