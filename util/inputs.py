@@ -119,7 +119,9 @@ def check_array(array: Any, where: str, *, ndim: int | Iterable[int] = (1, 2), c
             hint = ""
             if array.ndim == 2 and array.shape[0] == columns and array.shape[1] != columns:
                 hint = " (looks transposed: time must come first)"
-            raise EEGKitError(f"{where}: {what} must be {expected}, found shape {array.shape}{hint}")
+            unit = "channels" if what == "EEG" else "columns"
+            raise EEGKitError(f"{where}: {what} must be {expected}, found {n_columns} {unit} "
+                              f"(shape {array.shape}){hint}")
     if array.size == 0 or array.shape[0] < min_rows:
         rows = array.shape[0] if array.ndim else 0
         need = f"at least {min_rows}" if min_rows > 1 else "at least 1"
