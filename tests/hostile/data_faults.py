@@ -86,7 +86,7 @@ def t2_stimuli(root: Path, subject: str = "sub-001") -> list[str]:
     return sorted(p.name.split(SEP)[2] for p in split_dir(root).glob(f"train{SEP}{subject}{SEP}*{SEP}eeg.npy"))
 
 
-def test_set_copy(task2_dataset: Path, tmp_path: Path) -> Path:
+def copy_test_set(task2_dataset: Path, tmp_path: Path) -> Path:
     """A copy of test_set/TASK2_regression (mapping files + preprocessed_eeg)."""
     target = tmp_path / "TASK2_regression"
     shutil.copytree(task2_dataset / "test_set" / "TASK2_regression", target)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from data_faults import deep_json, edit_json, labels_copy, test_set_copy, truncate, wav_bytes, write_wav, zip_bomb
+from data_faults import deep_json, edit_json, labels_copy, copy_test_set, truncate, wav_bytes, write_wav, zip_bomb
 from util import inputs
 
 
@@ -175,7 +175,7 @@ SUBMIT_PRED = {
 
 
 def _submit_setup(task2_dataset, tmp_path):
-    test_dir = test_set_copy(task2_dataset, tmp_path)
+    test_dir = copy_test_set(task2_dataset, tmp_path)
     _, pred = labels_copy(task2_dataset, tmp_path)  # the labels are valid 1920 x 10 predictions
     return test_dir, pred, tmp_path / "submissions"
 
