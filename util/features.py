@@ -269,7 +269,10 @@ def load_audio(path, dtype=np.float32, channels: str = "mean", allow_silent: boo
 
             with warnings.catch_warnings():
                 warnings.simplefilter("error", wavfile.WavFileWarning)
-                fs, audio = wavfile.read(path)
+                try:
+                    fs, audio = wavfile.read(path)
+                except UnboundLocalError:  # scipy's reader on a file that has no 'data' chunk
+                    raise EEGKitError(f"{path}: cannot read audio (no 'data' chunk in this wav)") from None
         elif name.endswith(".npz") or name.endswith(".npz.gz"):
             source = gunzip_file(path) if name.endswith(".gz") else path
             with NpzReader(source, str(path)) as data:
