@@ -235,3 +235,22 @@ def test_se_predict_refuses_bad_eeg_or_mixture(case, refuse, tiny_se_run, tmp_pa
     line = refuse(main, ["--run", tiny_se_run, "--mixture", mixture, "--eeg", eeg, "--out", out / "target.wav"],
                   names=[bad], watch=[out, mixture, eeg, tiny_se_run])
     assert text in line
+
+
+def test_kul_cache_truncated_is_rebuilt_not_memory_mapped(kul_dataset, tiny_se_config, tmp_path):
+    """A truncated trial or audio cache file (an interrupted copy) is detected and rebuilt from the source."""
+    from speaker_extraction.data import KULCorpus
+
+    root = kul_copy(kul_dataset, tmp_path)
+    corpus = KULCorpus(root, config=tiny_se_config["data"], progress=False)
+    record = corpus.records()[0]
+    eeg, audio = corpus.eeg(record), corpus.audio(record)["target"]
+    trial_file = corpus.cache_dir / corpus._band_tag() / f"S{record.subject}" / record.eeg_file
+    audio_file = corpus._audio_cache_path(record.target_wav)
+    assert trial_file.is_file() and audio_file.is_file()
+    del corpus  # drop its memory maps
+    truncate(trial_file, 0.5)
+    truncate(audio_file, 0.5)
+    again = KULCorpus(root, config=tiny_se_config["data"], progress=False)
+    np.testing.assert_array_equal(again.eeg(record), eeg)
+    np.testing.assert_array_equal(again.audio(record)["target"], audio)
