@@ -10,8 +10,11 @@ first three ``_-_`` parts into *recordings* ``(split, subject, stimulus)``.
 
 Memory model (RAM must not grow with dataset size):
 - Only ``.npy`` headers are parsed up front (shape, dtype, data offset).
-- Statistics and the NaN/Inf check read each file in fixed-size chunks with
-  ``os.pread``; nothing stays mapped afterwards.
+- Statistics and the checks read each file in fixed-size chunks with
+  ``os.pread``; nothing stays mapped afterwards. Every feature (EEG and targets, every
+  split) is refused with one line naming the file when it holds NaN/Inf (first bad row
+  and column named) or when all its columns are constant; mel must be (T, 10) and
+  envelope (T,) or (T, 1).
 - Windows are read with ``os.pread`` of exactly the bytes needed (a window is a
   contiguous row range of a C-ordered ``.npy``). Fortran-ordered files fall
   back to a short-lived ``np.load(mmap_mode='r')`` mapping that is dropped

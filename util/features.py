@@ -24,8 +24,10 @@ Definitions (docs: ``shared/reference/task2_challenge.md`` sections 2 and 6):
   250 zeros on each side, frames of 512 samples every 250 samples (64 Hz) with a
   400-sample Hann window, no centring; ``magnitude`` = 257-bin power spectrum;
   ``mel80`` = 80 Slaney-normalised HTK-scale mel bands 0-8 kHz of it.
-- ``load_audio(path) -> (audio float32 mono, fs)`` for .wav, .npz, .npz.gz
-  (npz keys ``audio`` and ``fs``).
+- ``load_audio(path) -> (audio float32 mono, fs)`` for .wav (8-bit unsigned, 16/24/32-bit
+  integer, 32/64-bit float PCM), .npz, .npz.gz (npz keys ``audio`` and ``fs``; read through
+  ``util.inputs`` with its decompression caps); truncated, NaN/Inf and silent audio are refused,
+  multi-channel audio is averaged or refused as the caller asks.
 
 ``BANDS`` maps each target name to its number of bands.
 """
