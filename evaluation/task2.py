@@ -24,7 +24,6 @@ CLI:
 from __future__ import annotations
 
 import argparse
-import json
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence

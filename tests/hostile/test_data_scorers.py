@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from data_faults import deep_json, edit_json, labels_copy, copy_test_set, truncate, wav_bytes, write_wav, zip_bomb
+from data_faults import copy_test_set, deep_json, edit_json, labels_copy, truncate, write_wav, zip_bomb
 from util import inputs
 
 
