@@ -361,3 +361,16 @@ def test_aad_scorer_refuses_bad_parameters(flag, value, refuse, tmp_path):
     out = tmp_path / "out"
     refuse(main, ["--correlations", path, "--out", out / "report.json", flag, value], names=[flag],
            watch=[out, path])
+
+
+def test_aad_scorer_refuses_an_npz_member_beyond_the_cap(refuse, tmp_path, monkeypatch):
+    from evaluation.aad import main
+
+    monkeypatch.setattr(inputs, "MAX_INFLATED_BYTES", 64 * 1024)
+    path = tmp_path / "corr.npz"
+    n = 20_000  # 160 kB per float column, beyond the lowered 64 KiB cap
+    np.savez_compressed(path, subject=np.array(["S1"] * n), window_s=np.ones(n), r_attended=np.zeros(n),
+                        r_unattended=np.zeros(n))
+    out = tmp_path / "out"
+    line = refuse(main, ["--correlations", path, "--out", out / "report.json"], names=[path], watch=[out, path])
+    assert "beyond the 64 KiB cap" in line
