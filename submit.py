@@ -11,7 +11,8 @@ task2_regression/predict.py:
 flat list: envelope); every segment must then have that shape. Checks, against every
 `sub-XXX_mapping.json` of the test set:
   * every mapping segment id has a prediction, and no prediction has an unknown id;
-  * every prediction is numeric, exactly 1920 frames of the target's bands (time first) and finite;
+  * every prediction is numeric (JSON numbers: booleans, strings such as "1.5" and null are
+    refused), exactly 1920 frames of the target's bands (time first) and finite;
   * every JSON file parses, and no id appears in two files.
 On any problem every problem is printed (one line each, naming the file and the id) and the
 script exits with status 2 without writing anything. Otherwise it writes
@@ -40,6 +41,7 @@ import numpy as np
 from evaluation.task2 import mapping_files, subject_of
 from util.atomic import atomic_write_bytes
 from util.errors import EEGKitError, run_cli
+from util.inputs import json_numbers, read_json
 from util.outdir import MARKER, TMP_TAG, check_out_dir, prepare_out_dir
 
 N_FRAMES = 1920  # 30 s at 64 Hz
@@ -52,10 +54,7 @@ def load_mappings(test_set_dir: Path) -> dict[str, tuple[Path, list[str]]]:
     files = mapping_files(test_set_dir)
     mappings: dict[str, tuple[Path, list[str]]] = {}
     for file in files:
-        try:
-            obj = json.loads(file.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise EEGKitError(f"{file}: invalid JSON") from None
+        obj = read_json(file)
         if not isinstance(obj, dict):
             raise EEGKitError(f"{file}: expected a JSON object {{segment_id: {{'eeg': eeg_id}}}}")
         subject = subject_of(file)
@@ -85,10 +84,11 @@ def check_prediction(value, where: str, target: str = "mel") -> tuple[list | Non
     mel: 1920 lists of 10 floats; envelope: (1920, 1) or (1920,) in, a flat list of 1920 floats out.
     """
     bands = TARGET_BANDS[target]
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None, f"{where}: not a numeric {N_FRAMES} x {bands} array"
+    depth = 2 if isinstance(value, list) and value and isinstance(value[0], list) else 1
+    try:  # JSON booleans, strings (also "1.5") and null are refused, not converted
+        array = json_numbers(value, where, ndim=depth)
+    except EEGKitError as error:
+        return None, f"{error} (expected a {N_FRAMES} x {bands} array of numbers)"
     if target == "envelope" and array.ndim == 1:
         array = array[:, None]  # (1920,) -> (1920, 1)
     if array.shape != (N_FRAMES, bands):
@@ -119,9 +119,9 @@ def validate(predictions_dir: Path, mappings: dict[str, tuple[Path, list[str]]],
     source: dict[str, Path] = {}
     for file in files:
         try:
-            obj = json.loads(file.read_bytes())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            problems.append(f"{file}: invalid JSON")
+            obj = read_json(file)  # size cap, malformed text and too deep nesting: one line each
+        except EEGKitError as error:
+            problems.append(str(error))
             continue
         if not isinstance(obj, dict):
             problems.append(f"{file}: expected a JSON object {{segment_id: prediction}}")

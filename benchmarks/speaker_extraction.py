@@ -205,6 +205,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["infer", "train"], default="infer", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from util.inputs import check_number_flags
+
+    check_number_flags(args, {
+        "--threads": (1, True, False),
+        "--train-threads": (1, True, False),
+        "--repeats": (1, True, False),
+        "--train-batch": (1, True, False),
+        "--train-steps": (1, True, False),
+        "--rounds": (1, True, False),
+        "--window-s": (0.0, False, True),
+        "--worker-threads": (1, True, False),
+    })
     if args.quick:
         args.repeats, args.train_steps, args.train_batch = 2, 1, 2
     return args

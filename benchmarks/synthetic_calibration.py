@@ -150,6 +150,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
     parser.add_argument("--lag-step", type=int, default=1, help="use every n-th lag of 0-400 ms (default 1)")
     args = parser.parse_args(argv)
+    from util.inputs import check_number_flags
+
+    check_number_flags(args, {
+        "--snr-db": (None, False, False),
+        "--subjects": (1, True, False),
+        "--minutes": (0.5, False, False),
+        "--test-subjects": (1, True, False),
+        "--seed": (0, True, False),
+        "--lag-step": (1, True, False),
+    })
 
     if args.data is not None:
         if not (args.data / "derivatives" / "split_data").is_dir():

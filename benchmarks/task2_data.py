@@ -124,6 +124,16 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", default="lazy", choices=("lazy", "naive"),
                         help="internal, with --child: lazy (kit loader) or naive (np.load everything)")
     args = parser.parse_args(argv)
+    from util.inputs import check_number_flags
+
+    check_number_flags(args, {
+        "--subjects": (1, True, False),
+        "--stimuli": (1, True, False),
+        "--minutes": (0.0, False, True),
+        "--factor": (1, True, False),
+        "--max-windows": (1, True, False),
+        "--batch-size": (1, True, False),
+    })
     if args.child is not None:
         print(json.dumps(child(args.child, args.mode, args.max_windows, args.batch_size)))
         return 0

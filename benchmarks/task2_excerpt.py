@@ -287,10 +287,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write every report (with its controls) as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG of the scores beside their controls")
     args = parser.parse_args(argv)
-    if args.shifts < 1:
-        raise EEGKitError(f"--shifts {args.shifts}: must be at least 1")
-    if args.segment_s < 0:
-        raise EEGKitError(f"--segment-s {args.segment_s}: must be >= 0")
+    from util.inputs import check_number_flags
+
+    check_number_flags(args, {
+        "--vlaai-steps": (0, True, False),  # 0 skips VLAAI
+        "--shifts": (1, True, False),
+        "--seed": (0, True, False),
+        "--segment-s": (0, False, False),
+    })
     result = run(args.data, args.vlaai_steps, args.shifts, args.seed, args.segment_s, not args.no_costly_controls)
     print(format_run(result))
     if args.out is not None:

@@ -314,6 +314,16 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from util.inputs import check_number_flags
+
+    check_number_flags(args, {
+        "--threads": (1, True, False),
+        "--iters": (1, True, False),
+        "--train-batch": (1, True, False),
+        "--infer-batch": (1, True, False),
+        "--rounds": (1, True, False),
+        "--compile-timeout": (0.0, False, True),
+    })
     if args.quick:
         args.iters = 1
     torch.set_num_threads(args.threads)
@@ -366,4 +376,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from util.errors import run_cli
+
+    run_cli(main)

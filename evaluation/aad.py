@@ -26,7 +26,6 @@ import argparse
 import csv
 import math
 import statistics
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -339,10 +338,12 @@ def _load_csv(path: Path) -> list[dict]:
 
 
 def _load_npz(path: Path) -> list[dict]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise EEGKitError(f"{path}: not a valid .npz file ({error.__class__.__name__})") from None
+    from util.inputs import NpzReader
+
+    try:  # no pickle; each member capped (declared size and npy header) by util.inputs
+        archive = NpzReader(path)
+    except EEGKitError as error:
+        raise EEGKitError(f"{path}: not a valid .npz file ({str(error).split('(', 1)[-1].split(':')[0]})") from None
     with archive:
         missing = [name for name in COLUMNS if name not in archive.files]
         if missing:
@@ -352,7 +353,9 @@ def _load_npz(path: Path) -> list[dict]:
         for name in COLUMNS:
             try:
                 arrays[name] = archive[name]
-            except ValueError:
+            except EEGKitError as error:
+                if "object array" not in str(error):
+                    raise
                 raise EEGKitError(f"{path}: array {name!r} is an object array (not loadable without pickle); "
                                   "store subject as a unicode string array and numbers as floats") from None
     for name, array in arrays.items():

@@ -55,12 +55,22 @@ AAD_WINDOWS_S = DECISION_WINDOWS_S
 
 
 def score_window(estimate: np.ndarray, target: np.ndarray, mixture: np.ndarray, fs: int,
-                 interferer: np.ndarray | None = None) -> dict:
+                 interferer: np.ndarray | None = None, where: str | None = None) -> dict:
     """Scores of one estimate and of the mixture itself against the target (1-D arrays, same length).
 
     With ``interferer`` (the unattended talker) the row also holds
     ``si_sdr_unattended`` and ``confused`` (SI-SDR to the unattended talker is higher).
+    ``where`` (a file or window name) prefixes any error, e.g. a NaN in a model's estimate.
     """
+    try:
+        return _score_window(estimate, target, mixture, fs, interferer)
+    except EEGKitError as error:
+        if where is None:
+            raise
+        raise EEGKitError(f"{where}: {error}") from None
+
+
+def _score_window(estimate, target, mixture, fs, interferer) -> dict:
     mixture_sdr = si_sdr(mixture, target)
     row = {"si_sdr": si_sdr(estimate, target), "mixture_si_sdr": mixture_sdr}
     row["si_sdri"] = row["si_sdr"] - mixture_sdr
@@ -242,7 +252,9 @@ def _read_wav_folder(folder: str | Path, role: str) -> dict[str, tuple[int, np.n
         raise EEGKitError(f"{folder}: {role} folder not found")
     files = {}
     for path in sorted(folder.glob("*.wav")):
-        audio, fs = load_audio(path, np.float64)  # (samples,) mono
+        # one signal per file: multi-channel wavs are refused, not mixed down; a silent estimate is a
+        # (bad) result to score, a silent reference, mixture or interferer makes SI-SDR meaningless
+        audio, fs = load_audio(path, np.float64, channels="mono", allow_silent=role == "estimates")  # (samples,)
         files[path.name] = (fs, audio)
     if not files:
         raise EEGKitError(f"{folder}: no .wav files in the {role} folder")
@@ -283,7 +295,8 @@ def evaluate_files(estimates: str | Path, references: str | Path, mixtures: str 
         (fs, estimate), (_, reference), (_, mixture) = (other[name] for other in files[:3])
         row = {"subject": "files", "file": name}
         row.update(score_window(estimate, reference, mixture, fs,
-                                interferer=files[3][name][1] if interferers is not None else None))
+                                interferer=files[3][name][1] if interferers is not None else None,
+                                where=str(Path(estimates) / name)))
         rows.append(row)
     meta = {"mode": "files", "estimates": str(estimates), "references": str(references), "mixtures": str(mixtures),
             "interferers": None if interferers is None else str(interferers), "shuffle_eeg": False}

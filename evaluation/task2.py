@@ -30,7 +30,6 @@ CLI:
 from __future__ import annotations
 
 import argparse
-import json
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -56,20 +55,24 @@ def fit_length(pred: np.ndarray, n_frames: int) -> np.ndarray:
 
 
 def to_array(value: Any, where: str, bands: int | None = None) -> np.ndarray:
-    """Convert a JSON value to a finite float64 (time, bands) array or raise EEGKitError naming `where`."""
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise EEGKitError(f"{where}: not a numeric (time x bands) array") from None
+    """A JSON value (nested lists) or an array as a finite float64 (time, bands) array; EEGKitError naming `where`.
+
+    JSON booleans, strings (also numeric ones such as "1.5") and null are refused, not converted.
+    """
+    from util.inputs import check_array, json_numbers
+
+    if isinstance(value, np.ndarray):
+        array = value
+    else:
+        depth = 2 if isinstance(value, list) and value and isinstance(value[0], list) else 1
+        array = json_numbers(value, where, ndim=depth)
     if array.ndim == 1 and (bands is None or bands == 1):
         array = array[:, None]  # (time,) envelope -> (time, 1)
     if array.ndim != 2 or array.shape[0] == 0:
         raise EEGKitError(f"{where}: expected a 2-D (time x bands) array, got shape {array.shape}")
     if bands is not None and array.shape[1] != bands:
         raise EEGKitError(f"{where}: expected {bands} bands per frame (time first), got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise EEGKitError(f"{where}: contains NaN or Inf")
-    return array
+    return check_array(array, where, ndim=2, what="values").astype(np.float64, copy=False)
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -98,7 +101,9 @@ def score(predictions: Mapping[str, Any], labels_by_subject: Mapping[str, Mappin
                 missing.append(segment_id)
                 r = np.zeros(n_bands)
             else:
-                pred = to_array(predictions[segment_id], f"prediction {segment_id}", bands=n_bands)
+                source = getattr(predictions, "sources", {}).get(segment_id)  # the file, when loaded from one
+                where = f"{source}: segment {segment_id}" if source else f"prediction {segment_id}"
+                pred = to_array(predictions[segment_id], where, bands=n_bands)
                 r = pearson_per_band(fit_length(pred, label.shape[0]), label)
             band_rows.append(r)
             segment_scores.append(float(r.mean()))
@@ -203,28 +208,40 @@ def format_controls_report(report: dict) -> str:
 
 # ----------------------------------------------------------------------------- loading
 def _parse_json(text: bytes | str, where: str) -> dict:
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise EEGKitError(f"{where}: invalid JSON ({error.__class__.__name__}: {error})") from None
+    from util.inputs import parse_json
+
+    obj = parse_json(text, where)
     if not isinstance(obj, dict):
         raise EEGKitError(f"{where}: expected a JSON object {{segment_id: prediction}}")
     return obj
 
 
-def _merge(merged: dict, sources: dict, obj: dict, where: str) -> None:
+class Predictions(dict):
+    """``{segment_id: (time, bands) array}`` that also knows the file each id came from (``sources``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources: dict[str, str] = {}
+
+
+def _merge(merged: Predictions, obj: dict, where: str) -> None:
     for segment_id, value in obj.items():
         if segment_id in merged:
-            raise EEGKitError(f"{where}: segment id {segment_id} also appears in {sources[segment_id]}")
+            raise EEGKitError(f"{where}: segment id {segment_id} also appears in {merged.sources[segment_id]}")
         merged[segment_id] = to_array(value, f"{where}: segment {segment_id}")
-        sources[segment_id] = where
+        merged.sources[segment_id] = where
 
 
-def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """Merge every JSON object of a folder (*.json) or a zip into {segment_id: (time, bands) array}."""
+def load_predictions(path: str | Path) -> Predictions:
+    """Merge every JSON object of a folder (*.json) or a zip into {segment_id: (time, bands) array}.
+
+    Zip members are read under the caps of `util.inputs` (1 GiB per JSON member, declared and
+    streamed; 4 GiB for all members together), so a zip bomb is refused with one line.
+    """
+    from util import inputs
+
     path = Path(path)
-    merged: dict[str, np.ndarray] = {}
-    sources: dict[str, str] = {}
+    merged = Predictions()
     if not path.exists():
         raise EEGKitError(f"{path}: predictions folder or zip not found")
     if path.is_dir():
@@ -232,18 +249,32 @@ def load_predictions(path: str | Path) -> dict[str, np.ndarray]:
         if not files:
             raise EEGKitError(f"{path}: no .json prediction files in this folder")
         for file in files:
-            _merge(merged, sources, _parse_json(file.read_bytes(), str(file)), str(file))
-    else:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = sorted(n for n in archive.namelist() if n.endswith(".json") and not n.startswith("__MACOSX"))
-                if not names:
-                    raise EEGKitError(f"{path}: no .json files in this zip")
-                for name in names:
-                    where = f"{path}:{name}"
-                    _merge(merged, sources, _parse_json(archive.read(name), where), where)
-        except zipfile.BadZipFile:
-            raise EEGKitError(f"{path}: not a folder nor a valid zip file") from None
+            obj = inputs.read_json(file)
+            if not isinstance(obj, dict):
+                raise EEGKitError(f"{file}: expected a JSON object {{segment_id: prediction}}")
+            _merge(merged, obj, str(file))
+        return merged
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = sorted((i for i in archive.infolist() if i.filename.endswith(".json")
+                            and not i.filename.startswith("__MACOSX")), key=lambda i: i.filename)
+            if not infos:
+                raise EEGKitError(f"{path}: no .json files in this zip")
+            declared = sum(info.file_size for info in infos)
+            if declared > inputs.MAX_ZIP_TOTAL_BYTES:
+                raise EEGKitError(f"{path}: its JSON members declare {declared} bytes, beyond the "
+                                  f"{inputs.cap_text(inputs.MAX_ZIP_TOTAL_BYTES)} cap for a whole zip")
+            total = 0
+            for info in infos:
+                where = f"{path}:{info.filename}"
+                data = inputs.read_zip_member(archive, info.filename, where)
+                total += len(data)
+                if total > inputs.MAX_ZIP_TOTAL_BYTES:
+                    raise EEGKitError(f"{path}: its JSON members inflate beyond the "
+                                      f"{inputs.cap_text(inputs.MAX_ZIP_TOTAL_BYTES)} cap for a whole zip")
+                _merge(merged, _parse_json(data, where), where)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as error:
+        raise EEGKitError(f"{path}: not a folder nor a valid zip file ({type(error).__name__})") from None
     return merged
 
 
@@ -282,8 +313,12 @@ def load_labels(folder: str | Path) -> dict[str, dict[str, np.ndarray]]:
     if not files:
         raise EEGKitError(f"{folder}: no .json label files in this folder")
     labels: dict[str, dict[str, np.ndarray]] = {}
+    from util.inputs import read_json
+
     for file in files:
-        obj = _parse_json(file.read_bytes(), str(file))
+        obj = read_json(file)
+        if not isinstance(obj, dict):
+            raise EEGKitError(f"{file}: expected a JSON object {{segment_id: label}}")
         subject_labels = labels.setdefault(subject_of(file), {})
         for segment_id, value in obj.items():
             where = f"{file}: segment {segment_id}"

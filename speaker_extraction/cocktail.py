@@ -32,6 +32,7 @@ import numpy as np
 import scipy.io
 
 from util.errors import EEGKitError
+from util.inputs import check_array
 
 __all__ = ["CocktailTrial", "is_cocktail_dir", "read_cocktail", "FS", "N_CHANNELS"]
 
@@ -99,8 +100,7 @@ def _envelope(cells: np.ndarray, index: int, path: Path) -> np.ndarray:
     value = value.reshape(-1).astype(np.float64)
     if value.size < 2:
         raise EEGKitError(f"{path}: stim1{{{index}}} has {value.size} samples")
-    if not np.isfinite(value).all():
-        raise EEGKitError(f"{path}: stim1{{{index}}} contains NaN or Inf")
+    check_array(value, f"{path}: stim1{{{index}}}", ndim=1, refuse_constant=True, what="envelope")
     return value
 
 
@@ -115,9 +115,7 @@ def _read_eeg(path: Path) -> np.ndarray:
                           f"found shape {eeg.shape}{hint}")
     if eeg.shape[0] < 2 * FS:
         raise EEGKitError(f"{path}: 'eeg' has {eeg.shape[0]} samples, less than 2 s at {FS} Hz")
-    if not np.isfinite(eeg).all():
-        bad = int(np.argwhere(~np.isfinite(eeg))[0][0])
-        raise EEGKitError(f"{path}: 'eeg' contains NaN or Inf (first at sample {bad})")
+    check_array(eeg, f"{path}: 'eeg'", ndim=2, columns=N_CHANNELS, refuse_constant=True, what="EEG")  # finite, not flat
     return eeg.astype(np.float32)
 
 

@@ -218,10 +218,14 @@ class KULCorpus:
         if not self.root.is_dir():
             raise EEGKitError(f"{self.root}: dataset folder not found")
         files = {}
-        for path in self.root.glob("S*.mat"):
+        for path in sorted(self.root.glob("S*.mat")):
             match = re.fullmatch(r"S(\d+)\.mat", path.name)
             if match:
-                files[int(match[1])] = path
+                number = int(match[1])
+                if number in files:  # S1.mat and S01.mat: one would silently shadow the other
+                    raise EEGKitError(f"{path}: subject {number} is also {files[number].name}; "
+                                      f"keep one file per subject")
+                files[number] = path
         if not files:
             raise EEGKitError(f"{self.root}: no subject files S1.mat, S2.mat, ... found")
         if subjects is not None:
@@ -285,10 +289,11 @@ class KULCorpus:
         if meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text())
-                if meta.get("source") == source and all((folder / r["eeg_file"]).is_file() for r in meta["trials"]):
+                if meta.get("source") == source and all(_cached_array_ok(folder / r["eeg_file"], (r["n_eeg"], N_CHANNELS))
+                                                        for r in meta["trials"]):
                     return [TrialRecord(**{**r, "stimuli": tuple(r["stimuli"])}) for r in meta["trials"]]
-            except (ValueError, KeyError, TypeError):
-                pass  # stale or corrupt cache: rebuild below
+            except (ValueError, KeyError, TypeError, RecursionError):
+                pass  # stale or corrupt cache (also a truncated trial file): rebuild below
         records = []
         for raw in read_subject_mat(mat_path):
             if abs(raw.fs - self.fs_eeg) > 1e-6:
@@ -322,10 +327,10 @@ class KULCorpus:
         source = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "version": CACHE_VERSION}
         if cache_path.is_file() and side.is_file():
             try:
-                if json.loads(side.read_text()) == source:
+                if json.loads(side.read_text()) == source and _cached_array_ok(cache_path, None):
                     return cache_path
-            except ValueError:
-                pass
+            except (ValueError, RecursionError):
+                pass  # stale or corrupt cache: rebuild below
         audio, fs = load_audio(wav_path, np.float64)  # (samples,)
         ratio = Fraction(self.fs_audio, fs)
         if ratio != 1:
@@ -445,6 +450,40 @@ class KULCorpus:
         return state
 
 
+def _cached_array_ok(path: Path, shape: tuple | None) -> bool:
+    """True when a cache ``.npy`` is whole (header readable, data as long as the header says) and has
+    ``shape`` (or is a non-empty 1-D array when ``shape`` is None); a damaged cache file is rebuilt
+    instead of failing later in a memory map."""
+    from util.npy import read_npy_header
+
+    try:
+        npy = read_npy_header(path)
+    except EEGKitError:
+        return False
+    if shape is None:
+        return len(npy.shape) == 1 and npy.n_rows > 0
+    return tuple(npy.shape) == tuple(shape)
+
+
+def check_window_coverage(corpus: "KULCorpus") -> None:
+    """Refuse a subject none of whose selected trials holds one window (it would vanish from every split
+    without a word); warn, naming them, about single trials shorter than a window."""
+    import warnings
+
+    window_s = corpus.window_eeg / corpus.fs_eeg
+    for subject in corpus.subjects:
+        records = corpus.records([subject])
+        short = [r for r in records if corpus.n_windows(r) == 0]
+        if not short:
+            continue
+        lengths = ", ".join(f"trial {r.trial} {r.n_eeg / corpus.fs_eeg:.2f} s" for r in short)
+        if len(short) == len(records):
+            raise EEGKitError(f"{corpus.subject_files[subject]}: every trial is shorter than one {window_s:g}-s "
+                              f"window (data.window_s): {lengths}")
+        warnings.warn(f"{corpus.subject_files[subject]}: trials shorter than one {window_s:g}-s window give no "
+                      f"windows: {lengths}")
+
+
 def _with_defaults(config: dict) -> dict:
     merged = data_defaults()
     _merge(merged, config.get("data", config) if isinstance(config.get("data"), dict) else config)
@@ -539,5 +578,6 @@ def build_datasets(root: str | Path, config: dict | None = None, cache_dir: str 
                    progress: bool = True) -> tuple[KULCorpus, dict[str, KULWindows]]:
     """Corpus plus ``{"train", "val", "test"}`` window datasets from ``config['split']``."""
     corpus = KULCorpus(root, config=config, cache_dir=cache_dir, progress=progress)
+    check_window_coverage(corpus)
     split = make_split(corpus)
     return corpus, {name: KULWindows(corpus, keys) for name, keys in split.items()}

@@ -119,7 +119,8 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shu
                 row["eeg_from"] = list(keys[sources[indices[k]]])
             row.update(score_window(estimate[k], item["target"].numpy().astype(np.float64),
                                     item["mixture"].numpy().astype(np.float64), corpus.fs_audio,
-                                    interferer=item["interferer"].numpy().astype(np.float64)))
+                                    interferer=item["interferer"].numpy().astype(np.float64),
+                                    where=f"{checkpoint}: estimate of S{row['subject']} trial {row['trial']} window {row['window']}"))
             rows.append(row)
     meta = {"mode": "model", "run": str(run), "checkpoint": str(checkpoint), "data": str(data_dir), "split": split,
             "shuffle_eeg": bool(shuffle_eeg), "fs": corpus.fs_audio, "window_s": float(config["data"]["window_s"])}

@@ -31,6 +31,7 @@ import scipy.io
 
 from util.atomic import atomic_path
 from util.errors import EEGKitError
+from util.inputs import check_array
 
 __all__ = ["RawTrial", "read_subject_mat", "write_subject_mat", "BIOSEMI64", "N_CHANNELS"]
 
@@ -146,10 +147,11 @@ def _parse_trial(cell, path: Path, position: int) -> RawTrial:
         raise EEGKitError(f"{where}: missing field {missing}") from None
     except ValueError as error:
         raise EEGKitError(f"{where}: malformed trial struct ({error})") from None
-    if eeg.ndim != 2 or eeg.dtype.kind not in "biuf":
-        raise EEGKitError(f"{where}: EegData must be a samples x {N_CHANNELS} numeric matrix, found shape {eeg.shape}")
-    if eeg.shape[1] != N_CHANNELS:
+    if eeg.ndim == 2 and eeg.dtype.kind in "iuf" and eeg.shape[1] != N_CHANNELS:
         raise EEGKitError(f"{where}: expected {N_CHANNELS} channels, found {eeg.shape[1]}")
+    # numeric, samples x 64, finite (first bad sample named), not flat (an all-zero recording)
+    check_array(eeg, f"{where}: EegData", ndim=2, columns=N_CHANNELS, min_rows=2, refuse_constant=True,
+                what="EEG", shape_hint=f"a samples x {N_CHANNELS} matrix")
     if values["attended_track"] not in (1, 2):
         raise EEGKitError(f"{where}: attended_track must be 1 or 2, found {values['attended_track']}")
     if values["attended_ear"] not in ("L", "R"):

@@ -86,9 +86,7 @@ def read_mixture_wav(path: str | Path, fs_out: int) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise EEGKitError(f"{path}: mixture wav not found")
-    audio, fs_in = load_audio(path, np.float64)  # (samples,) mono
-    if not np.all(np.isfinite(audio)):
-        raise EEGKitError(f"{path}: wav contains NaN or Inf samples")
+    audio, fs_in = load_audio(path, np.float64, channels="mean")  # (samples,): channels averaged, finite, not silent
     if fs_in != fs_out:
         divisor = gcd(int(fs_in), int(fs_out))
         audio = resample_poly(audio, fs_out // divisor, int(fs_in) // divisor)
@@ -102,17 +100,12 @@ def read_eeg_npy(path: str | Path, n_channels: int) -> np.ndarray:
         raise EEGKitError(f"{path}: EEG file not found")
     try:
         eeg = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:
         raise EEGKitError(f"{path}: not a readable .npy array ({str(error).splitlines()[0]})") from None
-    if eeg.ndim != 2:
-        raise EEGKitError(f"{path}: EEG must be 2-D (time, {n_channels}); got shape {eeg.shape}")
-    if eeg.shape[1] != n_channels:
-        raise EEGKitError(
-            f"{path}: EEG has {eeg.shape[1]} channels; the model expects {n_channels} (array shape must be (time, {n_channels}))"
-        )
-    if not np.all(np.isfinite(eeg)):
-        bad = int(np.count_nonzero(~np.isfinite(eeg)))
-        raise EEGKitError(f"{path}: EEG contains {bad} NaN/Inf values")
+    from util.inputs import check_array
+
+    check_array(eeg, str(path), ndim=2, columns=n_channels, min_rows=2, refuse_constant=True, what="EEG",
+                shape_hint=f"(time, {n_channels}) (the model expects {n_channels} channels)")
     return eeg.astype(np.float32)
 
 

@@ -36,10 +36,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse NaN/Inf, negative seeds and counts or durations out of range, naming the flag (nothing written)."""
+    from pathlib import Path
+
+    from util.errors import EEGKitError
+    from util.inputs import finite_number
+
+    finite_number(args.seed, "--seed", minimum=0, integer=True)
+    finite_number(args.subjects, "--subjects", minimum=1, integer=True)
+    if args.dataset == "task2":
+        finite_number(args.minutes, "--minutes", minimum=0.5)
+        finite_number(args.test_subjects, "--test-subjects", minimum=1, integer=True)
+        if args.test_minutes is not None:
+            finite_number(args.test_minutes, "--test-minutes", minimum=0.5)
+        finite_number(args.snr_db, "--snr-db")
+    else:
+        finite_number(args.trials, "--trials", minimum=1, integer=True)
+        finite_number(args.minutes, "--minutes", minimum=0.0, strict_minimum=True)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise EEGKitError(f"--out {out}: exists and is not a folder")
+
+
 def main(argv=None) -> int:
     from util.outdir import check_out_dir
 
     args = build_parser().parse_args(argv)
+    check_flags(args)
     check_out_dir(args.out, overwrite=args.overwrite)
     if args.dataset == "task2":
         from synthetic import task2 as synthetic_task2

@@ -109,6 +109,9 @@ def generate(out: str | Path, subjects: int = 2, trials: int = 8, minutes: float
     the EEG end.
     """
     out = Path(out)
+    if not np.isfinite([minutes, snr_db, attenuation, extra_s]).all() or int(seed) < 0:
+        raise EEGKitError(f"{out}: minutes, snr_db, attenuation and extra_s must be finite and seed >= 0 "
+                          f"(got {minutes}, {snr_db}, {attenuation}, {extra_s}, seed {seed})")
     if subjects < 1 or trials < 1 or minutes <= 0 or repetitions < 0 or extra_s < 0:
         raise EEGKitError(f"{out}: need subjects >= 1, trials >= 1, minutes > 0, repetitions >= 0, extra_s >= 0")
     n_eeg = 2 * int(round(minutes * 60 * FS_EEG / 2))  # even, so audio at 8 kHz is whole samples (x62.5)

@@ -141,10 +141,14 @@ def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, te
     out = Path(out_dir)
     if subjects < 1 or test_subjects < 1:
         raise EEGKitError(f"{out}: need at least 1 training and 1 test subject (got {subjects}, {test_subjects})")
-    if minutes < 0.5:
-        raise EEGKitError(f"{out}: minutes must be >= 0.5 per training subject, got {minutes}")
+    if not minutes >= 0.5 or not np.isfinite(minutes):  # also NaN/Inf
+        raise EEGKitError(f"{out}: minutes must be a finite number >= 0.5 per training subject, got {minutes}")
+    if not np.isfinite(snr_db):
+        raise EEGKitError(f"{out}: snr_db must be a finite number of dB, got {snr_db}")
+    if int(seed) < 0:
+        raise EEGKitError(f"{out}: seed must be >= 0, got {seed}")
     test_minutes = min(3.5, minutes / 2) if test_minutes is None else float(test_minutes)
-    if test_minutes < 0.5:
+    if not test_minutes >= 0.5 or not np.isfinite(test_minutes):
         raise EEGKitError(f"{out}: test_minutes must be >= 0.5 (one 30-s segment), got {test_minutes}")
     if out.exists() and not out.is_dir():
         raise EEGKitError(f"{out}: exists and is not a directory")

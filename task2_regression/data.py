@@ -10,8 +10,11 @@ first three ``_-_`` parts into *recordings* ``(split, subject, stimulus)``.
 
 Memory model (RAM must not grow with dataset size):
 - Only ``.npy`` headers are parsed up front (shape, dtype, data offset).
-- Statistics and the NaN/Inf check read each file in fixed-size chunks with
-  ``os.pread``; nothing stays mapped afterwards.
+- Statistics and the checks read each file in fixed-size chunks with
+  ``os.pread``; nothing stays mapped afterwards. Every feature (EEG and targets, every
+  split) is refused with one line naming the file when it holds NaN/Inf (first bad row
+  and column named) or when all its columns are constant; mel must be (T, 10) and
+  envelope (T,) or (T, 1).
 - Windows are read with ``os.pread`` of exactly the bytes needed (a window is a
   contiguous row range of a C-ordered ``.npy``). Fortran-ordered files fall
   back to a short-lived ``np.load(mmap_mode='r')`` mapping that is dropped
@@ -41,7 +44,7 @@ import numpy as np
 
 from task2_regression import stimulus_targets
 from util.errors import EEGKitError
-from util.features import FS_TASK2
+from util.features import BANDS, FS_TASK2
 from util.npy import NpyFile, read_npy_header
 
 N_EEG_CHANNELS = 64
@@ -53,7 +56,7 @@ _EPS = 1e-8
 
 
 def check_feature_header(npy: NpyFile, feature: str, n_channels: int = N_EEG_CHANNELS) -> None:
-    """Validate shapes: eeg must be (T, n_channels) (64 in SparrKULee); targets (T,) or (T, C)."""
+    """Validate shapes: eeg must be (T, n_channels) (64 in SparrKULee); mel (T, 10), envelope (T,) or (T, 1)."""
     if feature == "eeg":
         if len(npy.shape) != 2 or npy.shape[1] != n_channels:
             hint = ""
@@ -61,6 +64,10 @@ def check_feature_header(npy: NpyFile, feature: str, n_channels: int = N_EEG_CHA
                 hint = f" (looks channels-first; split_data EEG must be time-first (T, {n_channels}))"
             raise EEGKitError(
                 f"{npy.path}: EEG must have {n_channels} channels as (time, {n_channels}), found shape {npy.shape}{hint}")
+    bands = BANDS.get(feature)
+    if feature != "eeg" and bands is not None and (npy.n_cols != bands or (bands > 1 and len(npy.shape) != 2)):
+        hint = " (looks transposed: time must come first)" if npy.shape[0] == bands and len(npy.shape) == 2 else ""
+        raise EEGKitError(f"{npy.path}: {feature} must be (time, {bands}), found shape {npy.shape}{hint}")
     if npy.n_rows == 0:
         raise EEGKitError(f"{npy.path}: empty array (0 time samples)")
 
@@ -222,17 +229,29 @@ def chunked_stats(source: FeatureSource, n_rows: int, check_finite: bool) -> tup
 
 
 def _chunked_stats(source: FeatureSource, n_rows: int, check_finite: bool) -> tuple:
+    """One chunked pass: mean/std per column; with ``check_finite`` also refuses NaN/Inf (naming the
+    file and the first bad row and column) and a recording part whose every column is constant
+    (all-zero EEG, a constant target): nothing can be learned or scored from it."""
+    from util.inputs import check_finite as refuse_nonfinite
+
     npy = source.npy
     total = np.zeros(npy.n_cols)
     total_sq = np.zeros(npy.n_cols)
+    low = np.full(npy.n_cols, np.inf)
+    high = np.full(npy.n_cols, -np.inf)
     start = source.row_offset
     for chunk in npy.iter_chunks(start, start + n_rows):
-        if check_finite and not np.isfinite(chunk).all():
-            bad_row = start + int(np.argwhere(~np.isfinite(chunk))[0][0])
-            raise EEGKitError(f"{npy.path}: contains NaN/Inf (first at row {bad_row})")
+        if check_finite:
+            refuse_nonfinite(chunk, str(npy.path), row_offset=start)
+            low = np.minimum(low, chunk.min(axis=0))
+            high = np.maximum(high, chunk.max(axis=0))
         total += chunk.sum(axis=0)
         total_sq += np.square(chunk).sum(axis=0)
         start += len(chunk)
+    if check_finite and n_rows > 1 and np.all(high == low):
+        rows = f"rows {source.row_offset}..{source.row_offset + n_rows - 1}"
+        raise EEGKitError(f"{npy.path}: constant over {rows} (every one of its {npy.n_cols} columns is flat, "
+                          f"e.g. all {low[0]:g}); nothing can be learned or scored from it")
     mean = total / n_rows
     var = np.maximum(total_sq / n_rows - np.square(mean), 0.0)
     std = np.sqrt(var)
@@ -241,13 +260,8 @@ def _chunked_stats(source: FeatureSource, n_rows: int, check_finite: bool) -> tu
 
 
 def check_finite_source(source: FeatureSource, n_rows: int) -> None:
-    npy = source.npy
-    start = source.row_offset
-    for chunk in npy.iter_chunks(start, start + n_rows):
-        if not np.isfinite(chunk).all():
-            bad_row = start + int(np.argwhere(~np.isfinite(chunk))[0][0])
-            raise EEGKitError(f"{npy.path}: contains NaN/Inf (first at row {bad_row})")
-        start += len(chunk)
+    """Refuse NaN/Inf and an all-flat part in rows ``[0, n_rows)`` of a source (see `_chunked_stats`)."""
+    chunked_stats(source, n_rows, check_finite=True)
 
 
 def common_length(sources: dict, length_tolerance: int) -> int:
@@ -337,9 +351,10 @@ def load_recordings(split_dir, split: str, features=("eeg", "mel"), stimulus_aud
         if normalize == "recording":
             rec.stats = _train_stats(groups, key, features, stimulus_paths, split_offsets, length_tolerance,
                                      check_finite, rec, n_channels)
-        stats_checked_eeg = normalize == "recording" and split == "train"
-        if check_finite and "eeg" in sources and not stats_checked_eeg:
-            check_finite_source(sources["eeg"], n_samples)
+        stats_checked = normalize == "recording" and split == "train"
+        if check_finite and not stats_checked:
+            for source in sources.values():
+                check_finite_source(source, n_samples)
         recordings.append(rec)
     return recordings
 
@@ -357,7 +372,7 @@ def _train_stats(groups, key, features, stimulus_paths, split_offsets, length_to
         warnings.warn(f"{rec.path(features[0])}: no train part for ({key[1]}, {key[2]}); "
                       f"normalising with its own statistics")
         sources, n_rows = rec.sources, rec.n_samples
-    return {name: chunked_stats(src, n_rows, check_finite and name == "eeg") for name, src in sources.items()}
+    return {name: chunked_stats(src, n_rows, check_finite) for name, src in sources.items()}
 
 
 def summarize(recordings) -> dict:

@@ -192,7 +192,7 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
     model, cfg = load_run_models(run_dir, checkpoint)
     target = cfg.get("target", "mel")
     normalize = cfg.get("data", {}).get("normalize", "recording")
-    segment = seconds_to_samples(float(segment_s), FS)
+    segment = seconds_to_samples(segment_s, FS, name="--segment-s")
     if segment < 16:
         raise EEGKitError(f"--segment-s {segment_s}: too short (need at least 16 frames)")
     if n_shifts < 1:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +44,7 @@ from util.features import BANDS
 from task2_regression.data import zscore_time
 
 CHECKPOINTS = ("best", "last", "averaged")
+MIN_SEGMENT_FRAMES = 64  # a test segment shorter than 1 s at 64 Hz is refused (the challenge's are 1920)
 
 
 def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, dict]:
@@ -126,32 +126,23 @@ def read_test_subject(mapping_path: Path, n_channels: int = 64) -> tuple[list[st
     test_dir = mapping_path.parent
     subject = subject_of(mapping_path)
     npz_path = test_dir / "preprocessed_eeg" / f"{subject}_eeg.npz"
-    try:
-        mapping = json.loads(mapping_path.read_text())
-    except (OSError, ValueError) as error:
-        raise EEGKitError(f"{mapping_path}: not a readable JSON mapping ({type(error).__name__})") from None
+    from util.inputs import NpzReader, check_array, read_json
+
+    mapping = read_json(mapping_path)
     if not isinstance(mapping, dict) or not mapping:
         raise EEGKitError(f"{mapping_path}: expected a non-empty {{segment_id: {{'eeg': eeg_id}}}} object")
     if not npz_path.is_file():
         raise EEGKitError(f"{npz_path}: EEG file not found (named by {mapping_path.name})")
-    try:
-        archive = np.load(npz_path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise EEGKitError(f"{npz_path}: not a readable .npz ({type(error).__name__})") from None
     ids, segments = [], []
-    with archive:
-        available = set(archive.files)
+    with NpzReader(npz_path) as archive:
         for segment_id, entry in mapping.items():
             eeg_id = entry.get("eeg") if isinstance(entry, dict) else None
             if not isinstance(eeg_id, str):
                 raise EEGKitError(f"{mapping_path}: segment {segment_id!r} has no 'eeg' id")
-            if eeg_id not in available:
+            if eeg_id not in archive:
                 raise EEGKitError(f"{npz_path}: segment {eeg_id!r} not found (named by {mapping_path.name})")
-            eeg = np.asarray(archive[eeg_id])
-            if eeg.ndim != 2 or eeg.shape[1] != n_channels:
-                raise EEGKitError(f"{npz_path}: segment {eeg_id!r} has shape {eeg.shape}, expected (time, {n_channels})")
-            if not np.isfinite(eeg).all():
-                raise EEGKitError(f"{npz_path}: segment {eeg_id!r} contains NaN or Inf")
+            eeg = check_array(archive[eeg_id], f"{npz_path}: segment {eeg_id!r}", ndim=2, columns=n_channels,
+                              min_rows=MIN_SEGMENT_FRAMES, refuse_constant=True, what="EEG")  # (time, C)
             ids.append(str(segment_id))
             segments.append(eeg.astype(np.float32))
     return ids, segments

@@ -8,8 +8,8 @@ an audio folder, with ``util.features.mel80`` / ``util.features.magnitude``
     <cache_dir>/{stimulus}_-_mel80.npy      # (T_stimulus, 80) float32
     <cache_dir>/{stimulus}_-_mag.npy        # (T_stimulus, 257) float32
 
-A cache file is reused when it is newer than its audio file; it is written
-atomically. The default cache folder is ``<dataset>/derivatives/stimulus_targets``
+A cache file is reused when it is newer than its audio file and its header is
+whole (a truncated or damaged cache file is rebuilt); it is written atomically. The default cache folder is ``<dataset>/derivatives/stimulus_targets``
 (a sibling of ``split_data``).
 
 The split_data 80/10/10 cut is inside each recording in time, so the part of
@@ -88,6 +88,26 @@ def compute_targets(audio_path: Path, names=TARGET_NAMES) -> dict:
     return {name: functions[name](audio, fs) for name in names}
 
 
+def _cache_ok(path: Path, name: str, audio_path: Path) -> bool:
+    """A cache file is reused only when it is newer than its audio and a whole (T, C) float array.
+
+    A truncated or damaged cache file (an interrupted copy, a full disk) is rebuilt, not read.
+    """
+    from util.features import BANDS
+
+    if not path.is_file() or path.stat().st_mtime < audio_path.stat().st_mtime:
+        return False
+    try:
+        npy = read_npy_header(path)
+    except EEGKitError as error:
+        log.warning("rebuilding damaged cache file (%s)", error)
+        return False
+    if len(npy.shape) != 2 or npy.n_cols != BANDS[name] or npy.n_rows == 0 or npy.dtype.kind != "f":
+        log.warning("rebuilding cache file %s of shape %s", path, npy.shape)
+        return False
+    return True
+
+
 def ensure_stimulus_targets(stimuli, audio_dir, cache_dir, names=TARGET_NAMES, progress: bool = False) -> dict:
     """Compute (or reuse) cached targets; returns ``{stimulus: {name: cache Path}}``."""
     import numpy as np
@@ -105,8 +125,7 @@ def ensure_stimulus_targets(stimuli, audio_dir, cache_dir, names=TARGET_NAMES, p
                               f"(expected {stimulus}.wav, .npz or .npz.gz)")
         audio_path = audio_files[stimulus]
         paths = {name: cache_path(cache_dir, stimulus, name) for name in names}
-        stale = [name for name, path in paths.items()
-                 if not path.exists() or path.stat().st_mtime < audio_path.stat().st_mtime]
+        stale = [name for name, path in paths.items() if not _cache_ok(path, name, audio_path)]
         if stale:
             log.info("computing %s for %s from %s", stale, stimulus, audio_path)
             for name, array in compute_targets(audio_path, stale).items():

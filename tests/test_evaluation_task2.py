@@ -92,9 +92,9 @@ def test_bad_predictions_raise_one_line_errors():
     labels = {"sub-001": {"a": np.ones((4, 10)) * np.arange(4)[:, None]}}
     nan = np.zeros((4, 10))
     nan[2, 3] = np.nan
-    with pytest.raises(EEGKitError, match="prediction a: contains NaN or Inf"):
+    with pytest.raises(EEGKitError, match=r"prediction a: contains NaN or Inf \(first: NaN at index \(2, 3\)"):
         score({"a": nan}, labels)
-    with pytest.raises(EEGKitError, match="not a numeric"):
+    with pytest.raises(EEGKitError, match="prediction a: values must be JSON numbers, found strings"):
         score({"a": [["x"] * 10] * 4}, labels)
     with pytest.raises(EEGKitError, match="expected 10 bands"):
         score({"a": np.zeros((10, 4))}, labels)
@@ -158,7 +158,7 @@ def test_file_errors_name_the_file(tmp_path):
     with pytest.raises(EEGKitError, match=r"bad\.json: segment a: contains NaN or Inf"):
         main(["--predictions", str(pred_dir), "--labels", str(labels_dir)])
     (pred_dir / "bad.json").write_text('{"a": [["x", "y"]]}')
-    with pytest.raises(EEGKitError, match=r"bad\.json: segment a: not a numeric"):
+    with pytest.raises(EEGKitError, match=r"bad\.json: segment a: values must be JSON numbers, found strings"):
         main(["--predictions", str(pred_dir), "--labels", str(labels_dir)])
 
 

@@ -131,7 +131,7 @@ def test_cli_help_and_errors(capsys, tmp_path):
         synthetic.run_cli(synthetic.main, ["task2", "--out", str(tmp_path / "x"), "--minutes", "0.1"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "minutes must be >= 0.5" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and "--minutes 0.1: must be >= 0.5" in err[0]
     assert not (tmp_path / "x").exists()
     with pytest.raises(EEGKitError, match="test subject"):
         synthetic_task2.generate(tmp_path / "y", subjects=1, test_subjects=0)

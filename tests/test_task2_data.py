@@ -98,7 +98,7 @@ def test_fortran_order_and_int_dtype_are_read(tmp_path):
 
 @pytest.mark.parametrize("case, message", [
     ("missing_mel", "val_-_sub-001_-_podcast_22_-_mel.npy: file not found"),
-    ("nan", "contains NaN/Inf"),
+    ("nan", "contains NaN or Inf"),
     ("channels", "found shape (450, 63)"),
     ("channels_first", "looks channels-first"),
     ("length", "differs from"),

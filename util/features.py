@@ -24,16 +24,17 @@ Definitions (docs: ``shared/reference/task2_challenge.md`` sections 2 and 6):
   250 zeros on each side, frames of 512 samples every 250 samples (64 Hz) with a
   400-sample Hann window, no centring; ``magnitude`` = 257-bin power spectrum;
   ``mel80`` = 80 Slaney-normalised HTK-scale mel bands 0-8 kHz of it.
-- ``load_audio(path) -> (audio float32 mono, fs)`` for .wav, .npz, .npz.gz
-  (npz keys ``audio`` and ``fs``).
+- ``load_audio(path) -> (audio float32 mono, fs)`` for .wav (8-bit unsigned, 16/24/32-bit
+  integer, 32/64-bit float PCM), .npz, .npz.gz (npz keys ``audio`` and ``fs``; read through
+  ``util.inputs`` with its decompression caps); truncated, NaN/Inf and silent audio are refused,
+  multi-channel audio is averaged or refused as the caller asks.
 
 ``BANDS`` maps each target name to its number of bands.
 """
 from __future__ import annotations
 
-import gzip
-import io
 import math
+from struct import error as struct_error
 from fractions import Fraction
 from pathlib import Path
 
@@ -205,41 +206,78 @@ def compute(name: str, audio, fs: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- audio files
+MAX_CHANNELS = 16  # an audio array with more "channels" than this is taken as a wrong shape, not as audio
+
+
 def _to_float(audio: np.ndarray, path, dtype=np.float32) -> np.ndarray:
+    """Integer PCM -> [-1, 1): signed by 2**(bits-1) (scipy returns 24-bit PCM left-justified in int32),
+    unsigned (8-bit wav) around its midpoint 2**(bits-1) (128 for 8 bit); float unchanged."""
+    from util.inputs import check_array
+
+    check_array(audio, f"{path}", ndim=(1, 2), finite=False, what="audio")
+    bits = audio.dtype.itemsize * 8
     if audio.dtype.kind == "i":
-        audio = audio.astype(dtype) / float(np.iinfo(audio.dtype).max + 1)
-    elif audio.dtype.kind == "u":
-        info = np.iinfo(audio.dtype)
-        audio = (audio.astype(dtype) - (info.max + 1) / 2) / ((info.max + 1) / 2)
-    elif audio.dtype.kind != "f":
-        raise EEGKitError(f"{path}: unsupported audio dtype {audio.dtype}")
-    audio = audio.astype(dtype)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1 if audio.shape[0] > audio.shape[1] else 0)
-    if audio.ndim != 1 or audio.size == 0:
-        raise EEGKitError(f"{path}: audio must be a non-empty mono or multi-channel signal, got shape {audio.shape}")
-    return audio
+        return (audio.astype(np.float64) / float(1 << (bits - 1))).astype(dtype)
+    if audio.dtype.kind == "u":
+        half = float(1 << (bits - 1))
+        return ((audio.astype(np.float64) - half) / half).astype(dtype)
+    return audio.astype(dtype)
 
 
-def load_audio(path, dtype=np.float32) -> tuple[np.ndarray, int]:
+def _mono(audio: np.ndarray, path, channels: str) -> np.ndarray:
+    """(samples,) from (samples,) or (samples, channels); ``channels='mean'`` averages, ``'mono'`` refuses."""
+    if audio.ndim == 1:
+        return audio
+    axis = 1 if audio.shape[1] <= audio.shape[0] else 0  # wav: (samples, channels); npz may be (channels, samples)
+    n_channels = audio.shape[axis]
+    if n_channels > MAX_CHANNELS:
+        raise EEGKitError(f"{path}: audio of shape {audio.shape} is not (samples,) or (samples, channels)")
+    if n_channels == 1:
+        return audio.reshape(-1)
+    if channels == "mono":
+        raise EEGKitError(f"{path}: expected mono audio, found {n_channels} channels (shape {audio.shape}); "
+                          f"this tool scores one signal per file, so it does not mix the channels down")
+    return audio.mean(axis=axis)
+
+
+def load_audio(path, dtype=np.float32, channels: str = "mean", allow_silent: bool = False) -> tuple[np.ndarray, int]:
     """Read .wav, .npz or .npz.gz (keys 'audio', 'fs'); returns (mono audio (samples,) in [-1, 1] as ``dtype``, fs).
 
-    The kit's one audio-file reader (stimuli, mixtures, estimates, references).
+    The kit's one audio-file reader (stimuli, mixtures, estimates, references). Wav: 8-bit unsigned
+    (offset 128), 16-, 24- and 32-bit signed integer PCM and 32/64-bit float; a truncated file (data
+    shorter than its header says) is refused. Multi-channel audio: ``channels='mean'`` averages the
+    channels to mono (stimuli, the mixture given to predict), ``channels='mono'`` refuses it (the
+    scorer's estimates and references). NaN/Inf samples are refused naming the first; silent
+    (constant) audio too unless ``allow_silent``. ``.npz.gz`` files are decompressed under the
+    `util.inputs.MAX_INFLATED_BYTES` cap (2 GiB).
     """
+    import warnings
+
+    from util.inputs import NpzReader, check_finite, gunzip_file
+
+    if channels not in ("mean", "mono"):
+        raise ValueError(f"channels must be 'mean' or 'mono', got {channels!r}")
     path = Path(path)
     if not path.is_file():
         raise EEGKitError(f"{path}: audio file not found")
     name = path.name.lower()
+    if not name.endswith((".wav", ".npz", ".npz.gz")):
+        raise EEGKitError(f"{path}: unsupported audio format (use .wav, .npz or .npz.gz)")
+    if path.stat().st_size == 0:
+        raise EEGKitError(f"{path}: empty file")
     try:
         if name.endswith(".wav"):
             from scipy.io import wavfile
 
-            fs, audio = wavfile.read(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", wavfile.WavFileWarning)
+                try:
+                    fs, audio = wavfile.read(path)
+                except UnboundLocalError:  # scipy's reader on a file that has no 'data' chunk
+                    raise EEGKitError(f"{path}: cannot read audio (no 'data' chunk in this wav)") from None
         elif name.endswith(".npz") or name.endswith(".npz.gz"):
-            raw = path.read_bytes()
-            if name.endswith(".gz"):
-                raw = gzip.decompress(raw)
-            with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            source = gunzip_file(path) if name.endswith(".gz") else path
+            with NpzReader(source, str(path)) as data:
                 if "audio" not in data or "fs" not in data:
                     raise EEGKitError(f"{path}: npz must hold keys 'audio' and 'fs', found {sorted(data.files)}")
                 audio, fs = data["audio"], data["fs"]
@@ -247,9 +285,18 @@ def load_audio(path, dtype=np.float32) -> tuple[np.ndarray, int]:
             raise EEGKitError(f"{path}: unsupported audio format (use .wav, .npz or .npz.gz)")
     except EEGKitError:
         raise
-    except (ValueError, OSError, EOFError, gzip.BadGzipFile, KeyError) as exc:
-        raise EEGKitError(f"{path}: cannot read audio ({type(exc).__name__}: {exc})") from exc
-    fs_value = float(np.asarray(fs).reshape(-1)[0])
-    if not math.isfinite(fs_value) or fs_value <= 0:
+    except Warning as warning:  # scipy's WavFileWarning: "Reached EOF prematurely ..."
+        raise EEGKitError(f"{path}: truncated or damaged wav ({str(warning).splitlines()[0]})") from None
+    except (ValueError, OSError, EOFError, KeyError, struct_error, IndexError, TypeError) as exc:
+        raise EEGKitError(f"{path}: cannot read audio ({type(exc).__name__}: {exc})") from None
+    fs_array = np.asarray(fs)
+    if fs_array.dtype.kind not in "iuf" or fs_array.size != 1:
         raise EEGKitError(f"{path}: invalid sampling rate {fs!r}")
-    return _to_float(np.asarray(audio), path, dtype), int(round(fs_value))
+    fs_value = float(fs_array.reshape(-1)[0])
+    if not math.isfinite(fs_value) or fs_value <= 0 or fs_value != round(fs_value):
+        raise EEGKitError(f"{path}: invalid sampling rate {fs_value!r} (a positive whole number of Hz)")
+    audio = _mono(_to_float(np.asarray(audio), path, dtype), path, channels)
+    check_finite(audio, f"{path}: audio")
+    if not allow_silent and not np.any(audio != audio[0]):
+        raise EEGKitError(f"{path}: audio is silent (every sample is {float(audio[0]):g})")
+    return audio, int(round(fs_value))

@@ -83,7 +83,9 @@ def read_npy_header(path: Path) -> NpyFile:
     except (ValueError, OSError, SyntaxError, EOFError) as exc:
         raise EEGKitError(f"{path}: unreadable .npy file ({exc})") from None
     dtype = np.dtype(dtype)
-    if dtype.hasobject or dtype.kind not in "fiub":
+    if dtype.kind == "c":
+        raise EEGKitError(f"{path}: holds complex numbers (dtype {dtype}), expected real values")
+    if dtype.hasobject or dtype.kind not in "fiu":
         raise EEGKitError(f"{path}: unsupported dtype {dtype} (expected a numeric array)")
     if len(shape) not in (1, 2):
         raise EEGKitError(f"{path}: expected a 1-D or 2-D array, found shape {shape}")

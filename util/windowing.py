@@ -15,24 +15,46 @@ given); ``recording`` indexes the ``recordings`` list given.
   (seed, epoch, recording index), so ``set_epoch(e)`` makes epochs reproducible
   and independent of the DataLoader worker layout.
 
-Recordings shorter than one window are skipped with a warning (not padded:
-padding would feed the Pearson loss constant stretches).
+Recordings shorter than one window are skipped with a warning naming them (not
+padded: padding would feed the Pearson loss constant stretches); a subject whose
+every recording is shorter than one window is refused (EEGKitError naming the
+subject, the window and each recording's length) instead of silently vanishing.
 ``iter_whole_recordings`` yields whole recordings for evaluation.
 Window and hop are in samples; ``seconds_to_samples(window_s, fs)`` converts.
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from util.errors import EEGKitError
 from util.features import FS_TASK2
 
 
-def seconds_to_samples(seconds: float, fs: int = FS_TASK2) -> int:
-    return int(round(seconds * fs))
+def seconds_to_samples(seconds: float, fs: int = FS_TASK2, name: str = "window") -> int:
+    """``round(seconds * fs)``; a NaN/Inf/negative duration is one EEGKitError line naming ``name``."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        raise EEGKitError(f"{name} {seconds!r}: not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise EEGKitError(f"{name} {seconds}: must be a finite, non-negative number of seconds")
+    return int(round(value * fs))
+
+
+def _where(recordings, subject: str) -> str:
+    """The EEG file of one of ``subject``'s recordings (for messages), or the subject name."""
+    for rec in recordings:
+        if rec.subject == subject:
+            try:
+                return str(rec.path("eeg"))
+            except (KeyError, AttributeError):
+                return str(subject)
+    return str(subject)
 
 
 class _RecordingWindows(Dataset):
@@ -47,15 +69,24 @@ class _RecordingWindows(Dataset):
         self.subjects = sorted({rec.subject for rec in self.recordings})
         self._subject_id = {name: i for i, name in enumerate(self.subjects)}
         self.usable = []  # indices into self.recordings long enough for one window
+        too_short: dict = {}  # subject -> [recording text] of recordings shorter than a window
         for index, rec in enumerate(self.recordings):
             missing = [f for f in self.features if f not in rec.sources]
             if missing:
                 raise KeyError(f"recording {rec.key} lacks features {missing}")
             if rec.n_samples < self.window:
-                warnings.warn(f"skipping {rec.subject}/{rec.stimulus} ({rec.split}): {rec.n_samples} samples "
-                              f"< window of {self.window}")
+                too_short.setdefault(rec.subject, []).append(
+                    f"{rec.split}/{rec.stimulus} {rec.n_samples} samples ({rec.n_samples / FS_TASK2:g} s)")
             else:
                 self.usable.append(index)
+        usable_subjects = {self.recordings[i].subject for i in self.usable}
+        for subject, texts in too_short.items():
+            if subject not in usable_subjects:  # the whole subject would vanish without a word
+                raise EEGKitError(
+                    f"{_where(self.recordings, subject)}: every recording of {subject} is shorter than the window of "
+                    f"{self.window} samples ({self.window / FS_TASK2:g} s): {'; '.join(texts)}")
+            warnings.warn(f"{subject}: skipping recordings shorter than the window of {self.window} samples: "
+                          f"{'; '.join(texts)}")
 
     def _item(self, rec_index: int, start: int) -> dict:
         rec = self.recordings[rec_index]
