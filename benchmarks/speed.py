@@ -43,13 +43,13 @@ def peak_fns(size: int = PEAK_SIZE, device: str = "cpu") -> tuple[dict[str, Call
     return {name: make(x) for name, x in operands.items()}, 2 * size**3
 
 
-def _sdpa_cpu_flops(query, key, value, *args, out_val=None, **kwargs) -> int:
+def _sdpa_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
     from torch.utils.flop_counter import sdpa_flop_count
 
     return sdpa_flop_count(query, key, value)
 
 
-def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_val=None, **kwargs) -> int:
+def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
     from torch.utils.flop_counter import sdpa_backward_flop_count
 
     return sdpa_backward_flop_count(grad_out, query, key, value)
@@ -57,11 +57,11 @@ def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_val=None, *
 
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one ``fn()`` call, including the CPU SDPA kernels `FlopCounterMode` misses."""
-    from torch.utils.flop_counter import FlopCounterMode, shape_wrapper
+    from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
-    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: shape_wrapper(_sdpa_cpu_flops),
-               aten._scaled_dot_product_flash_attention_for_cpu_backward: shape_wrapper(_sdpa_cpu_backward_flops)}
+    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+               aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops}
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with counter:
         fn()

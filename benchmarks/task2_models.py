@@ -10,17 +10,20 @@ subprocess (so peak memory is that config's alone):
                  folded where the model supports it), batch `--infer-batch`;
   peak RSS       ru_maxrss of the worker process (MiB) and its growth over the RSS
                  after the model was built;
-  GFLOP/s        FLOPs counted with torch.utils.flop_counter.FlopCounterMode
-                 (matmul/conv/attention only) divided by the measured time, and as a
-                 percentage of this CPU's float32 matmul peak (timed first).
-Then the CAT-WaveNet ablation (variants timed interleaved for `--rounds` rounds in a
-rotating order; median time, speed-up = plain median / variant median, with the 25-75 %
-range of the per-round ratios as the spread) (`--ablation-config`, default cat_wavenet_small):
-plain reference path vs each optimisation, all in one process, as speed-up ratios
-over plain: fused gate, SDPA attention, folded weight norm (inference only), all
-three, chunked attention, and with `--compile` / `--bf16` torch.compile (mode='default',
-dynamic=False; its warm-up limited to `--compile-timeout` s, otherwise reported as not
-measured) and bf16 autocast on top of the fast path.
+  GFLOP/s, %peak FLOPs of every kernel (benchmarks/speed.count_flops: FlopCounterMode plus the CPU
+                 SDPA kernels it misses) over the measured time, and as a percentage of the matmul
+                 peak of the precision in use (the config's train.precision), fp32 and bf16 peaks
+                 timed in the same worker, interleaved with the model rounds (`--iters` rounds).
+Each config runs as it trains: its model options (conv_impl auto = GEMM convs on CPU), its
+train.precision, fused Adam (util.trainer.make_adam).
+Then the ablation (`--ablation-config`, default cat_wavenet_small; `--variants` picks rows): the
+plain fp32 path (fast=False: plain gate and attention, full attention, nn.Conv1d, per-tensor Adam)
+against the fast paths (fused gate, SDPA, the config's attention chunk, folded weight norm at
+inference, fused Adam) with nn.Conv1d or GEMM convs, in fp32 or bf16 (util.trainer.set_precision),
+optionally `--compile`; all with the same weights in one process, timed interleaved for `--rounds`
+rounds in a rotating order together with the fp32 and bf16 matmul peaks. Reported: median seconds,
+x plain = plain median / variant median with the 25-75 % range of the per-round ratios, GFLOP/s and
+% of the same round's peak of the variant's precision (median, 25-75 % range).
 
 Example: python -m benchmarks.task2_models --quick --threads 2
 """
@@ -309,10 +312,12 @@ def main(argv=None) -> None:
     parser.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS,
                         help="run configs (names in task2_regression/configs) to measure")
     parser.add_argument("--quick", action="store_true",
-                        help="1 timed iteration; paper-size cat_wavenet trains on 5-s windows, batch 1")
+                        help="paper-size cat_wavenet trains on 5-s windows, batch 1 (else 30-s windows)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch intra-op threads in every process")
-    parser.add_argument("--iters", type=int, default=3, help="timed iterations per measurement (after 1 warm-up)")
+    parser.add_argument("--iters", type=int, default=3,
+                        help="per config: interleaved rounds of train step, inference and the two matmul peaks "
+                             "(after 1 warm-up); medians reported")
     parser.add_argument("--train-batch", type=int, default=8, help="training batch (windows); 1 for paper size")
     parser.add_argument("--infer-batch", type=int, default=4, help="inference batch (30-s segments); 1 for paper size")
     parser.add_argument("--ablation-config", default="cat_wavenet_small",
@@ -332,8 +337,6 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.iters = 1
     torch.set_num_threads(args.threads)
 
     if args.worker:

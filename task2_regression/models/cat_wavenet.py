@@ -20,7 +20,8 @@ targets are given is the wide one. Dropping mag (no stimulus audio) therefore
 does not silently turn the mel stage into a 512-channel stage.
 
 Speed switches (all keep the same parameters and the same outputs):
-  fast=True       fused gated activation + SDPA attention (fast=False: plain paths);
+  fast=True       fused gated activation + attention_impl 'auto' (SDPA, or the explicit softmax for
+                  short local chunks where it is faster; fast=False: plain paths);
   fused_gate / attention_impl override `fast` individually (benchmark ablation);
   attention_chunk local attention window in samples (None = full window);
   bf16=True       runs the forward under CPU/CUDA bfloat16 autocast (outputs float32);
@@ -90,14 +91,14 @@ class CATWaveNet(nn.Module):
                     attention_heads, attention_depth, attention_conv_kernel))
         self.set_conv_impl(conv_impl)
         self.set_speed(fused_gate=fast if fused_gate is None else fused_gate,
-                       attention_impl=("sdpa" if fast else "plain") if attention_impl is None
+                       attention_impl=("auto" if fast else "plain") if attention_impl is None
                        else attention_impl,
                        attention_chunk=attention_chunk)
 
     def set_speed(self, fused_gate: bool, attention_impl: str, attention_chunk: int | None) -> None:
         """Switch implementations in place (same parameters, same outputs)."""
-        if attention_impl not in ("sdpa", "plain"):
-            raise ValueError(f"attention_impl must be 'sdpa' or 'plain', got {attention_impl!r}")
+        if attention_impl not in ("auto", "sdpa", "plain"):
+            raise ValueError(f"attention_impl must be 'auto', 'sdpa' or 'plain', got {attention_impl!r}")
         if attention_chunk is not None and int(attention_chunk) < 1:
             raise ValueError(f"attention_chunk must be >= 1 or None, got {attention_chunk}")
         self.fused_gate = bool(fused_gate)

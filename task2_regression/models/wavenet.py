@@ -170,10 +170,11 @@ class WaveNetRegressor(nn.Module):
             for layer in self.layers:
                 gated = gated_activation(conv(layer.dilated_conv, rows), layer.fused_gate)  # (time * batch, R)
                 skip = conv(layer.skip_conv, gated)  # (time * batch, S)
-                skip_sum = skip if skip_sum is None else skip_sum + skip
+                # the skip sum is kept in fp32 (36 bf16 roundings would add up); one cheap pass per layer
+                skip_sum = skip.float() if skip_sum is None else skip_sum.add_(skip)
                 if layer.residual_conv is not None:
                     rows = (rows + conv(layer.residual_conv, gated)) * math.sqrt(0.5)
-            skip_sum = skip_sum * math.sqrt(1.0 / self.n_layers)
+            skip_sum = (skip_sum * math.sqrt(1.0 / self.n_layers)).to(dtype)
             out = conv(self.head_out, torch.relu(conv(self.head_hidden, skip_sum)))  # (time * batch, out)
         return channel_first(out, batch)  # (batch, out, time), in the compute dtype
 
