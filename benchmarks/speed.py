@@ -5,7 +5,8 @@
   of the moment the model ran in). One peak call = the best of 3 square matmuls of `PEAK_SIZE`.
 - `count_flops`: FLOPs of one call, every kernel: `FlopCounterMode` (matmul, conv, attention) plus the
   CPU fused attention kernels it does not count (``_scaled_dot_product_flash_attention_for_cpu`` and its
-  backward), with torch's own SDPA formulas.
+  backward, with torch's own SDPA formulas), and the conv backward counted with ``groups`` (torch's
+  formula counts a 512-channel depthwise conv's backward as a dense one). Elementwise ops are not counted.
 - `interleave`: every callable once per round, the order rotating each round, for `rounds` rounds (after one
   warm-up call each); returns the per-round seconds.
 - `summary`: median seconds, ratio to a reference (median of the per-round ratios' 25-75 % range too)
@@ -13,6 +14,7 @@
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Callable
@@ -55,12 +57,22 @@ def _sdpa_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None,
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                         _output_padding, _groups, output_mask, out_shape=None) -> int:
+    """Input- and weight-gradient FLOPs of a conv, each as many as its forward; grouped convs right
+    (torch's own formula ignores ``groups`` here and counts a depthwise conv's backward 512x too high)."""
+    per_output = math.prod(w_shape[1:])  # C_in / groups * kernel MACs per output element
+    forward = 2 * per_output * math.prod(x_shape if transposed else grad_out_shape)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one ``fn()`` call, including the CPU SDPA kernels `FlopCounterMode` misses."""
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
-    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+    mapping = {aten.convolution_backward: _conv_backward_flops,
+               aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
                aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops}
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with counter:

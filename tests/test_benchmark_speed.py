@@ -33,3 +33,11 @@ def test_gpu_benchmark_without_cuda_writes_the_no_gpu_line(tmp_path):
     out = tmp_path / "gpu.txt"
     assert main(["--out", str(out)]) == 0
     assert "no GPU was available" in out.read_text()
+
+
+def test_count_flops_grouped_conv_backward():
+    conv = torch.nn.Conv1d(32, 32, 3, padding=1, groups=32)  # depthwise
+    x = torch.randn(2, 32, 50, requires_grad=True)
+    forward = 2 * 2 * 32 * 50 * 3  # 2 FLOPs per MAC, 3 MACs per output element
+    assert count_flops(lambda: conv(x)) == forward
+    assert count_flops(lambda: conv(x).sum().backward()) == 3 * forward  # + input and weight gradients
