@@ -2,7 +2,7 @@
 
 For each model and each path -- fp32, bf16 autocast (util.trainer.set_precision, as the trainer runs it)
 and bf16 + ``torch.compile`` -- it measures:
-  training windows/s   forward + backward + fused Adam on a batch (CAT-WaveNet: --cat-batch x 30-s
+  training windows/s   forward + backward + Adam (make_adam: fused on CUDA) on a batch (CAT-WaveNet: --cat-batch x 30-s
                        windows; NeuroSpex: --se-batch x 4-s windows), median of --steps timed steps;
   inference RTF        seconds per second of input, batch 1 (30-s EEG segment / 4-s mixture), no_grad;
   peak GPU memory      torch.cuda.max_memory_allocated over that path's training and inference (MiB).

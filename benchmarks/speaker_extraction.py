@@ -21,7 +21,7 @@ L=32, full 4-s windows) and of ``neurospex_small.yaml`` now (L=64, trained on
 ``train.crop_s`` crops), and prints the ratio.
 
 ``--paths`` times, for each config in one process, the plain fp32 path (``conv_impl: native``, the
-per-tensor Adam loop) against the fast paths (GEMM/channel-last convs, fused Adam, fp32 or bf16 via
+per-tensor Adam loop) against the fast paths (GEMM/channel-last convs, make_adam, fp32 or bf16 via
 util.trainer.set_precision, the mechanism the trainer uses), interleaved round by round with the fp32
 and bf16 matmul peaks (benchmarks/speed.py): training step (batch ``--train-batch`` of
 ``--window-s`` windows) and batch-1 inference (real-time factor), each with its ratio to plain
@@ -291,7 +291,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-speed", action="store_true",
                         help="compare the small config's training cost before/after the speed work (1 thread)")
     parser.add_argument("--paths", action="store_true",
-                        help="plain fp32 vs fast paths (conv_impl, bf16, fused Adam) per config, interleaved "
+                        help="plain fp32 vs fast paths (conv_impl, bf16, make_adam) per config, interleaved "
                              "with the matmul peaks in one process (uses --train-threads, --rounds)")
     parser.add_argument("--variants", nargs="*", default=None,
                         help="--paths: variant labels to time (the first is the reference); default all")

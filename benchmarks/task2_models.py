@@ -15,11 +15,11 @@ subprocess (so peak memory is that config's alone):
                  peak of the precision in use (the config's train.precision), fp32 and bf16 peaks
                  timed in the same worker, interleaved with the model rounds (`--iters` rounds).
 Each config runs as it trains: its model options (conv_impl auto = GEMM convs on CPU), its
-train.precision, fused Adam (util.trainer.make_adam).
+train.precision, Adam via util.trainer.make_adam (foreach on CPU, fused on CUDA).
 Then the ablation (`--ablation-config`, default cat_wavenet_small; `--variants` picks rows): the
 plain fp32 path (fast=False: plain gate and attention, full attention, nn.Conv1d, per-tensor Adam)
 against the fast paths (fused gate, SDPA, the config's attention chunk, folded weight norm at
-inference, fused Adam) with nn.Conv1d or GEMM convs, in fp32 or bf16 (util.trainer.set_precision),
+inference, make_adam) with nn.Conv1d or GEMM convs, in fp32 or bf16 (util.trainer.set_precision),
 optionally `--compile`; all with the same weights in one process, timed interleaved for `--rounds`
 rounds in a rotating order together with the fp32 and bf16 matmul peaks. Reported: median seconds,
 x plain = plain median / variant median with the 25-75 % range of the per-round ratios, GFLOP/s and
@@ -116,7 +116,7 @@ def _infer_fn(model, batch: int, n_samples: int):
 
 def worker(name: str, args) -> dict:
     """Measure one config (run in a fresh subprocess) as it trains: its model options, its train.precision,
-    the conv path ``auto`` picks here, fused Adam; the fp32/bf16 matmul peaks interleaved with it."""
+    the conv path ``auto`` picks here, make_adam; the fp32/bf16 matmul peaks interleaved with it."""
     from util.trainer import set_precision
 
     torch.manual_seed(0)
@@ -260,7 +260,7 @@ def _warm_up_with_limit(fns, limit_s: float) -> tuple[float | None, str]:
 
 
 def _print_table(results: list[dict]) -> None:
-    print("\nper config, as it trains (its train.precision, conv_impl auto, fused Adam); the matmul peaks "
+    print("\nper config, as it trains (its train.precision, conv_impl auto, make_adam); the matmul peaks "
           "interleaved with it in the same worker; %peak = of the peak of the precision in use")
     header = (f"{'config':20s} {'prec':>5s} {'params':>11s} {'train win/s':>12s} {'(win s, batch)':>14s} "
               f"{'infer seg/s':>11s} {'peak RSS MiB':>12s} {'train GF/s':>10s} {'%peak':>6s} "
