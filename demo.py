@@ -87,6 +87,17 @@ def task2(args: argparse.Namespace) -> None:
     print(f"{'model':<14}{'held-out subjects':>20}{'std':>8}{f'within-subject ({WITHIN_SEGMENT_S:g}-s)':>22}")
     for name, held_out, within_report, _ in rows:
         print(f"{name:<14}{held_out['score']:>20.4f}{held_out['std_over_subjects']:>8.4f}{within_report['score']:>22.4f}")
+    print("\nwithin-subject controls (python -m task2_regression.evaluate; evaluation/controls.py)")
+    print(f"{'model':<14}{'score':>8}{'noise EEG':>11}{'null p95':>10}{'mismatched':>12}{'above noise':>13}")
+    for name, _, within_report, _ in rows:
+        controls = within_report["controls"]
+        shift = controls["circular_shift"] or {"p95": float("nan")}
+        cells = [controls["noise_eeg"]["score"], shift["p95"], controls["mismatched_eeg"]["score"],
+                 within_report["score_above_noise"]]
+        print(f"{name:<14}{within_report['score']:>8.4f}" + "".join(
+            f"{'n/a' if v is None else f'{v:.4f}':>{w}}" for v, w in zip(cells, (11, 10, 12, 13))))
+        for warning in within_report["warnings"]:
+            print(f"  WARNING: {warning}")
     print(f"{'labels':<14}{oracle['score']:>20.4f}{oracle['std_over_subjects']:>8.4f}{'(must be 1)':>22}")
     print(f"{'shuffled':<14}{shuffled['score']:>20.4f}{shuffled['std_over_subjects']:>8.4f}{'(other segments)':>22}")
     print("\nsubmissions: " + ", ".join(str(r[3]) for r in rows))

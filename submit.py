@@ -1,18 +1,28 @@
 """Validate Task 2 predictions against the test set and package the challenge submission zip.
 
   python submit.py --task 2 --predictions PRED_DIR --test-set DATA/test_set/TASK2_regression \
-      --group NAME --out OUTDIR
+      --group NAME --out OUTDIR [--target auto|mel|envelope]
 
-PRED_DIR holds per-subject JSON files `{segment_id: mel}` (mel = 1920 lists of 10 floats,
-time first), as written by task2_regression/predict.py. Checks, against every
+PRED_DIR holds per-subject JSON files `{segment_id: prediction}`, time first, as written by
+task2_regression/predict.py:
+  * mel (the 2024 target): 1920 lists of 10 floats (1920 x 10);
+  * envelope (the 2023 target): 1920 x 1 lists, or a flat list of 1920 floats.
+`--target auto` (the default) takes the target from the predictions (10 bands: mel; 1 band or a
+flat list: envelope); every segment must then have that shape. Checks, against every
 `sub-XXX_mapping.json` of the test set:
   * every mapping segment id has a prediction, and no prediction has an unknown id;
-  * every prediction is numeric, exactly 1920 x 10 (time first) and finite;
+  * every prediction is numeric, exactly 1920 frames of the target's bands (time first) and finite;
   * every JSON file parses, and no id appears in two files.
 On any problem every problem is printed (one line each, naming the file and the id) and the
 script exits with status 2 without writing anything. Otherwise it writes
 `OUTDIR/task_2_group_NAME_submission_1.zip` (or `_2` when `_1` exists; it refuses when both
 exist -- the challenge allows two submissions) atomically, with one `sub-XXX.json` per subject.
+
+Envelope format: the 2023 challenge's labels are `{segment_id: [envelope (T x 1), stimulus]}`; the
+reference (`task2_challenge.md`) gives no layout for a 2023 envelope *submission*. The zip holds
+`{segment_id: [f, ...]}`, one flat list of T floats per segment (one value per 64-Hz frame, time
+first): the envelope has a single band, a flat list is its plainest JSON form, and
+`evaluation.task2` reads it as (T, 1). T is 1920, the 30-s segments of the test set this kit reads.
 """
 from __future__ import annotations
 
@@ -52,22 +62,52 @@ def load_mappings(test_set_dir: Path) -> dict[str, tuple[Path, list[str]]]:
     return mappings
 
 
-def check_prediction(value, where: str) -> tuple[list | None, str | None]:
-    """Return (the prediction as nested float lists, None) or (None, problem text)."""
+TARGET_BANDS = {"mel": N_BANDS, "envelope": 1}
+
+
+def prediction_target(value) -> str | None:
+    """'mel' or 'envelope' from a prediction's shape (10 bands / 1 band or flat), None when neither."""
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        return None, f"{where}: not a numeric {N_FRAMES} x {N_BANDS} array"
-    if array.shape != (N_FRAMES, N_BANDS):
-        hint = " (transposed? time must come first)" if array.shape == (N_BANDS, N_FRAMES) else ""
-        return None, f"{where}: shape {array.shape}, expected ({N_FRAMES}, {N_BANDS}){hint}"
+        return None
+    if array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1):
+        return "envelope"
+    if array.ndim == 2 and array.shape[1] == N_BANDS:
+        return "mel"
+    return None
+
+
+def check_prediction(value, where: str, target: str = "mel") -> tuple[list | None, str | None]:
+    """Return (the prediction in the submission layout, None) or (None, problem text).
+
+    mel: 1920 lists of 10 floats; envelope: (1920, 1) or (1920,) in, a flat list of 1920 floats out.
+    """
+    bands = TARGET_BANDS[target]
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, f"{where}: not a numeric {N_FRAMES} x {bands} array"
+    if target == "envelope" and array.ndim == 1:
+        array = array[:, None]  # (1920,) -> (1920, 1)
+    if array.shape != (N_FRAMES, bands):
+        hint = " (transposed? time must come first)" if array.shape == (bands, N_FRAMES) else ""
+        if target == "envelope" and array.ndim == 2 and array.shape[1] == N_BANDS:
+            hint = " (a mel prediction; pass --target mel or auto)"
+        elif target == "mel" and array.ndim in (1, 2) and array.shape[-1] in (1, N_FRAMES):
+            hint = hint or " (an envelope prediction? pass --target envelope or auto)"
+        return None, f"{where}: shape {array.shape}, expected ({N_FRAMES}, {bands}){hint}"
     if not np.isfinite(array).all():
         return None, f"{where}: contains NaN or Inf"
-    return array.tolist(), None
+    return (array[:, 0].tolist() if target == "envelope" else array.tolist()), None
 
 
-def validate(predictions_dir: Path, mappings: dict[str, tuple[Path, list[str]]]) -> tuple[dict, list[str]]:
-    """Check predictions; returns ({subject: {segment_id: lists}}, problems)."""
+def validate(predictions_dir: Path, mappings: dict[str, tuple[Path, list[str]]],
+             target: str = "mel") -> tuple[dict, list[str]]:
+    """Check predictions; returns ({subject: {segment_id: lists}}, problems).
+
+    target: 'mel', 'envelope' or 'auto' (the target of the first prediction whose shape names one).
+    """
     if not predictions_dir.is_dir():
         raise EEGKitError(f"{predictions_dir}: predictions folder not found")
     files = sorted(predictions_dir.glob("*.json"))
@@ -90,7 +130,10 @@ def validate(predictions_dir: Path, mappings: dict[str, tuple[Path, list[str]]])
                 problems.append(f"{file}: segment {segment_id}: also in {source[segment_id]}")
                 continue
             source[segment_id] = file
-            lists, problem = check_prediction(value, f"{file}: segment {segment_id}")
+            if target == "auto":
+                target = prediction_target(value) or "auto"
+            lists, problem = check_prediction(value, f"{file}: segment {segment_id}",
+                                              "mel" if target == "auto" else target)
             if problem:
                 problems.append(problem)
             else:
@@ -136,9 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "submission zip (nothing is written when any check fails).",
     )
     parser.add_argument("--task", type=int, required=True, choices=[2],
-                        help="challenge task; only 2 (mel reconstruction) is supported")
+                        help="challenge task; only 2 (stimulus reconstruction: mel, or the envelope) is supported")
     parser.add_argument("--predictions", type=Path, required=True,
-                        help="folder of per-subject JSON files {segment_id: 1920 x 10 list}")
+                        help="folder of per-subject JSON files {segment_id: 1920 x 10 list} (mel) or "
+                             "{segment_id: 1920 x 1 or flat 1920 list} (envelope)")
+    parser.add_argument("--target", default="auto", choices=("auto", "mel", "envelope"),
+                        help="the predicted target: mel (1920 x 10, the 2024 format) or envelope (written as a flat "
+                             "1920-float list per segment, the 2023 target); auto (default) takes it from the "
+                             "predictions' shape")
     parser.add_argument("--test-set", type=Path, required=True,
                         help="the test set folder DATA/test_set/TASK2_regression holding sub-XXX_mapping.json files")
     parser.add_argument("--group", required=True,
@@ -152,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise EEGKitError(f"{args.out}: exists and is not a folder")
     mappings = load_mappings(args.test_set)
-    by_subject, problems = validate(args.predictions, mappings)
+    by_subject, problems = validate(args.predictions, mappings, args.target)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
@@ -160,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = submission_path(args.out, args.group)
     atomic_write_bytes(path, build_zip(by_subject))
     n_segments = sum(len(v) for v in by_subject.values())
-    print(f"wrote {path} ({len(by_subject)} subjects, {n_segments} segments)")
+    first = next((v for segments in by_subject.values() for v in segments.values()), None)
+    kind = "envelope, 1920 floats" if first and not isinstance(first[0], list) else "mel, 1920 x 10"
+    print(f"wrote {path} ({len(by_subject)} subjects, {n_segments} segments; {kind} each)")
     return 0
 
 

@@ -24,6 +24,10 @@ known (`speaker_extraction.evaluate`; file mode with ``--interferers``):
   MESD), the two SI-SDRs being the decision statistics; so it sits beside the
   stimulus-reconstruction accuracy of ``python -m speaker_extraction.experiments.aad``.
 
+Controls (`se_control_block`, keys shared with every scorer): noise EEG, shuffled (mismatched)
+EEG and the unprocessed mixture, overall and per subject, with ``score_above_noise`` and
+``warnings``; `speaker_extraction.evaluate` computes them (file mode has no model to rerun).
+
 Library API: `evaluate_files(estimates, references, mixtures, interferers=None) -> report`,
 `score_window(...)`, `summarise(rows)`, `build_report(rows, meta)`, `decision_windows(...)`,
 `extraction_aad(rows)`, `plot_report(report, path)`, `write_and_print(report, out, plot)`.
@@ -168,6 +172,70 @@ def build_report(rows: list[dict], meta: dict) -> dict:
     }
 
 
+def se_control_block(rows: list[dict], noise_rows: list[dict] | None, mismatched_rows: list[dict] | None,
+                     metric: str = "si_sdri") -> dict:
+    """The controls block of a speaker-extraction report (same keys as every scorer; `evaluation.controls`).
+
+    ``rows``: the model's per-window rows; ``noise_rows`` / ``mismatched_rows``: the same windows
+    with noise EEG / another trial's EEG (``{"subject", "si_sdr", "si_sdri", ...}``), or None.
+    Scores are mean SI-SDRi (dB). ``controls`` holds ``noise_eeg``, ``mismatched_eeg`` (the
+    shuffled-EEG control), ``mixture`` (the unprocessed mixture: SI-SDRi 0 dB, with its SI-SDR) and
+    ``circular_shift`` (None: a circularly shifted reference has no meaning for SI-SDR, and shifting
+    the EEG instead needs one model pass per shift; the noise and shuffled EEG are the nulls here).
+    Warning "the score contains an EEG-independent part" when the noise-EEG SI-SDRi is above the
+    mixture's 0 dB by more than two standard errors over windows (the model improves the mixture
+    without any EEG). Per subject and overall.
+    """
+    from evaluation.controls import EEG_INDEPENDENT_WARNING
+
+    def mean(values):
+        values = [float(v) for v in values if v is not None and np.isfinite(v)]
+        return (float(np.mean(values)), float(np.std(values) / np.sqrt(len(values)))) if values else (None, None)
+
+    def block(subset: list[dict], noise: list[dict] | None, mismatched: list[dict] | None) -> dict:
+        score = mean([r.get(metric) for r in subset])[0]
+        noise_score, noise_se = (None, None) if noise is None else mean([r.get(metric) for r in noise])
+        mismatched_score = None if mismatched is None else mean([r.get(metric) for r in mismatched])[0]
+        warnings = []
+        if noise_score is not None and noise_se is not None and noise_score > 2 * noise_se and noise_score > 0:
+            warnings.append(f"{EEG_INDEPENDENT_WARNING}: with noise EEG the model still improves the mixture by "
+                            f"{noise_score:.2f} dB SI-SDRi (> 2 standard errors, {noise_se:.2f} dB)")
+        return {"controls": {"noise_eeg": {"score": noise_score},
+                             "circular_shift": None,
+                             "mismatched_eeg": {"score": mismatched_score},
+                             "mixture": {"score": 0.0, "si_sdr": mean([r.get("mixture_si_sdr") for r in subset])[0]}},
+                "score": score,
+                "score_above_noise": None if noise_score is None or score is None else score - noise_score,
+                "warnings": warnings}
+
+    def of(subject_rows, subject):
+        return None if subject_rows is None else [r for r in subject_rows if str(r["subject"]) == subject]
+
+    subjects = sorted({str(r["subject"]) for r in rows})
+    out = block(rows, noise_rows, mismatched_rows)
+    out["metric"] = metric
+    out["circular_shift_note"] = ("not computed for speaker extraction: a shifted reference has no meaning for "
+                                  "SI-SDR; the noise-EEG and shuffled-EEG controls are the nulls")
+    out["per_subject_controls"] = {s: block(of(rows, s), of(noise_rows, s), of(mismatched_rows, s)) for s in subjects}
+    return out
+
+
+def format_se_controls(report: dict) -> str:
+    """Printout lines of a report's speaker-extraction controls (overall and per subject)."""
+    def v(x):
+        return "n/a" if x is None else f"{x:.2f}"
+
+    lines = []
+    for name, b in [("overall", report)] + list(report.get("per_subject_controls", {}).items()):
+        c = b["controls"]
+        lines.append(f"controls {name}: SI-SDRi {v(b.get('score', report.get('overall', {}).get('si_sdri')))} dB | "
+                     f"noise EEG {v(c['noise_eeg']['score'])} | shuffled (mismatched) EEG "
+                     f"{v(c['mismatched_eeg']['score'])} | mixture {v(c['mixture']['score'])} "
+                     f"(SI-SDR {v(c['mixture']['si_sdr'])}) | above noise {v(b['score_above_noise'])}")
+        lines += [f"  WARNING: {w}" for w in b["warnings"]]
+    return "\n".join(lines)
+
+
 def _read_wav_folder(folder: str | Path, role: str) -> dict[str, tuple[int, np.ndarray]]:
     folder = Path(folder)
     if not folder.is_dir():
@@ -271,7 +339,18 @@ def plot_report(report: dict, path: str | Path) -> Path:
     axes[0].plot([], [], color="tab:gray", lw=6, alpha=0.6, label="mixture")
     axes[0].legend(fontsize=8)
     title = "speaker extraction per subject" + (" (shuffled EEG)" if report.get("shuffle_eeg") else "")
-    fig.suptitle(f"{title}: {report['n_windows']} windows")
+    title = f"{title}: {report['n_windows']} windows"
+    controls = report.get("controls")
+    if controls:  # the controls beside the score (evaluation.controls keys)
+        def v(x):
+            return "n/a" if x is None else f"{x:.2f}"
+
+        title += (f"\nSI-SDRi {v(report.get('score'))} dB | noise EEG {v(controls['noise_eeg']['score'])} | "
+                  f"shuffled EEG {v(controls['mismatched_eeg']['score'])} | mixture 0.00 | above noise "
+                  f"{v(report.get('score_above_noise'))}")
+        if report.get("warnings"):
+            title += "\nWARNING: " + report["warnings"][0].split(":")[0]
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
@@ -295,6 +374,8 @@ def write_and_print(report: dict, out: str | Path, plot: str | Path | None = Non
     if "confusion_rate" in overall:
         print(f"speaker confusion ({report.get('window_s', 'file')}-s windows): model {overall['confusion_rate']:.3f} "
               f"({overall['confused_windows']}/{report['n_windows']}), mixture {mixture['confusion_rate']:.3f}")
+    if "controls" in report:
+        print(format_se_controls(report))
     if report.get("extraction_aad", {}).get("pooled"):
         print("extraction-derived AAD accuracy (whole held-out trials): " + ", ".join(
             f"{w} s {v['accuracy']:.3f} (n={v['n_windows']})" for w, v in report["extraction_aad"]["pooled"].items()))

@@ -17,8 +17,14 @@ name up to the first underscore (or the stem). The 2023 envelope format
 `{segment_id: [envelope (3840 x 1), stimulus_name]}` is accepted too.
 Predictions: a folder of JSON files or a submission zip; all JSON objects are merged.
 
+Controls (`score_with_controls`, `evaluation.controls`): the circular-shift null of each subject
+(always; `--n-shifts`), and, given the same model's predictions on noise EEG and on mismatched EEG
+(`task2_regression.predict --control noise|mismatched`), those two controls; the report adds
+`controls`, `score_above_noise`, `warnings`, `per_subject_controls` and `significance` (Holm).
+
 CLI:
   python -m evaluation.task2 --predictions PRED_DIR_or_ZIP --labels LABELS_DIR \
+      [--noise-predictions DIR] [--mismatched-predictions DIR] [--n-shifts 100] \
       [--out report.json] [--plot report.png]
 """
 from __future__ import annotations
@@ -111,6 +117,88 @@ def score(predictions: Mapping[str, Any], labels_by_subject: Mapping[str, Mappin
         "n_extra": len(set(predictions) - known),
         "missing_ids": sorted(missing),
     }
+
+
+# ----------------------------------------------------------------------------- controls
+def score_with_controls(predictions: Mapping[str, Any], labels_by_subject: Mapping[str, Mapping[str, Any]],
+                        noise_predictions: Mapping[str, Any] | None = None,
+                        mismatched_predictions: Mapping[str, Any] | None = None, fs: float = 64.0,
+                        n_shifts: int = 100, min_shift_s: float = 2.0, seed: int = 0) -> dict:
+    """`score` plus the controls of `evaluation.controls`, overall and per subject.
+
+    - ``noise_predictions``: the same model's predictions on noise EEG (same ids), or None;
+    - ``mismatched_predictions``: its predictions from mismatched EEG, for the ids that have one
+      (subjects without any get no mismatched score), or None;
+    - the circular-shift null: per subject, the predictions and labels of its scored segments
+      concatenated in order, the labels shifted circularly by >= ``min_shift_s`` and re-scored with
+      the segment rule (segments of one length; otherwise one Pearson over the series); the overall
+      null averages the subjects' null draws.
+
+    Adds ``controls``, ``score_above_noise``, ``warnings``, ``per_subject_controls`` ({subject:
+    block}), ``significance`` (Holm across subjects) and ``n_shifts`` to the `score` report.
+    """
+    from evaluation import controls as ctl
+
+    report = score(predictions, labels_by_subject)
+    noise_report = None if noise_predictions is None else score(noise_predictions, labels_by_subject)
+    mismatched_report = None
+    if mismatched_predictions:
+        subset = {s: {i: v for i, v in segs.items() if i in mismatched_predictions}
+                  for s, segs in labels_by_subject.items()}
+        subset = {s: segs for s, segs in subset.items() if segs}
+        if subset:
+            mismatched_report = score(mismatched_predictions, subset)
+    rng = np.random.default_rng(seed)
+    nulls = {}
+    for subject in report["per_subject"]:
+        pairs = [(fit_length(to_array(predictions[i], f"prediction {i}"), to_array(v, i).shape[0]), to_array(v, i))
+                 for i, v in labels_by_subject[subject].items() if i in predictions]
+        lengths = {label.shape[0] for _, label in pairs}
+        try:
+            nulls[subject] = None if not pairs else ctl.circular_shift_null(
+                np.concatenate([p for p, _ in pairs]), np.concatenate([label for _, label in pairs]), fs, n_shifts,
+                min_shift_s, rng, segment=lengths.pop() if len(lengths) == 1 else None,
+                observed=report["per_subject"][subject])
+        except ValueError:  # shorter than twice the minimum shift
+            nulls[subject] = None
+    per_subject_controls = {
+        subject: ctl.control_report(value, None if noise_report is None else noise_report["per_subject"][subject],
+                                    nulls[subject],
+                                    None if mismatched_report is None else mismatched_report["per_subject"].get(subject))
+        for subject, value in report["per_subject"].items()}
+    valid = [null for null in nulls.values() if null is not None]
+    block = ctl.control_report(report["score"], None if noise_report is None else noise_report["score"],
+                               ctl.combine_nulls(valid, report["score"]) if valid else None,
+                               None if mismatched_report is None else mismatched_report["score"])
+    significance = ctl.significance_block({s: (n["p_value"] if n else None) for s, n in nulls.items()}, n_shifts)
+    block["warnings"] += significance.pop("warnings")
+    if len(valid) < len(nulls):
+        block["warnings"].append(f"circular shift: {len(nulls) - len(valid)} subject(s) too short for "
+                                 f"shifts of {min_shift_s:g} s; no null for them")
+    if mismatched_report is not None and mismatched_report["n_subjects"] < report["n_subjects"]:
+        block["warnings"].append(f"mismatched EEG: {report['n_subjects'] - mismatched_report['n_subjects']} "
+                                 "subject(s) have no other recording and no mismatched score")
+    report.update(block)
+    report.update({"per_subject_controls": per_subject_controls, "significance": significance,
+                   "n_shifts": int(n_shifts), "min_shift_s": float(min_shift_s)})
+    return report
+
+
+def format_controls_report(report: dict) -> str:
+    """Printout of the controls of a `score_with_controls` report: per subject, significance, overall."""
+    from evaluation.controls import format_controls
+
+    lines = ["controls per subject:"]
+    for subject, block in report["per_subject_controls"].items():
+        lines.append(f"  {subject}: score {report['per_subject'][subject]:.3f}")
+        lines.append(format_controls(block, indent="    "))
+    sig = report["significance"]
+    lines.append(f"significant subjects (p < {sig['alpha']:g}, {sig['correction']}-corrected over "
+                 f"{sig['n_subjects']} subjects, {report['n_shifts']} circular shifts): "
+                 f"{', '.join(sig['significant']) or 'none'}")
+    lines.append(f"overall: score {report['score']:.3f}")
+    lines.append(format_controls(report, indent="  "))
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -220,7 +308,7 @@ def format_report(report: dict) -> str:
 
 
 def plot_report(report: dict, png_path: str | Path) -> None:
-    """Bar plots of per-subject and per-band mean Pearson r, saved atomically."""
+    """Bar plots of per-subject (with its controls when the report has them) and per-band mean r, saved atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,11 +318,23 @@ def plot_report(report: dict, png_path: str | Path) -> None:
 
     subjects = list(report["per_subject"])
     fig, (ax_sub, ax_band) = plt.subplots(1, 2, figsize=(max(8.0, 0.35 * len(subjects) + 5), 4))
-    ax_sub.bar(range(len(subjects)), [report["per_subject"][s] for s in subjects], color="tab:blue")
+    if "per_subject_controls" in report:  # scores beside their controls (evaluation.controls)
+        from evaluation.controls import draw_controls
+
+        draw_controls(ax_sub, report)
+    else:
+        ax_sub.bar(range(len(subjects)), [report["per_subject"][s] for s in subjects], color="tab:blue")
     ax_sub.axhline(report["score"], color="k", ls="--", lw=1, label=f"score {report['score']:.4f}")
     ax_sub.set_xticks(range(len(subjects)), subjects, rotation=90, fontsize=7)
     ax_sub.set_ylabel("mean Pearson r")
-    ax_sub.set_title("per subject")
+    if "per_subject_controls" not in report:
+        ax_sub.set_title("per subject")
+    elif report.get("controls"):
+        noise = (report["controls"].get("noise_eeg") or {}).get("score")
+        above = report.get("score_above_noise")
+        fig.suptitle(f"score {report['score']:.3f}; noise-EEG control "
+                     f"{'n/a' if noise is None else f'{noise:.3f}'}; above noise "
+                     f"{'n/a' if above is None else f'{above:.3f}'}", fontsize=9)
     ax_sub.legend(fontsize=8)
     ax_band.bar(range(len(report["per_band"])), report["per_band"], color="tab:orange")
     ax_band.set_xticks(range(len(report["per_band"])))
@@ -258,12 +358,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(2023 format [envelope, stimulus] also accepted)")
     parser.add_argument("--out", type=Path, default=None, help="write the report as JSON to this file")
     parser.add_argument("--plot", type=Path, default=None, help="write per-subject and per-band bar plots to this PNG")
+    parser.add_argument("--noise-predictions", type=Path, default=None,
+                        help="the same model's predictions on noise EEG (python -m task2_regression.predict "
+                             "--control noise): the noise-EEG control")
+    parser.add_argument("--mismatched-predictions", type=Path, default=None,
+                        help="its predictions from mismatched EEG (predict --control mismatched): the "
+                             "mismatched-EEG control")
+    parser.add_argument("--n-shifts", type=int, default=100,
+                        help="circular shifts (>= 2 s) per subject for the null, always computed (default 100)")
     args = parser.parse_args(argv)
+    if args.n_shifts < 1:
+        raise EEGKitError(f"--n-shifts {args.n_shifts}: must be at least 1")
 
     labels = load_labels(args.labels)
     predictions = load_predictions(args.predictions)
-    report = score(predictions, labels)
+    noise = None if args.noise_predictions is None else load_predictions(args.noise_predictions)
+    mismatched = None if args.mismatched_predictions is None else load_predictions(args.mismatched_predictions)
+    report = score_with_controls(predictions, labels, noise, mismatched, n_shifts=args.n_shifts)
     print(format_report(report))
+    print(format_controls_report(report))
     if args.out is not None:
         from util.atomic import atomic_write_json
 

@@ -1,13 +1,19 @@
 """Score a trained speaker-extraction run on a split of a KUL-format dataset (SI-SDR, SI-SDRi, PESQ, STOI).
 
     python -m speaker_extraction.evaluate --run RUN --data DIR [--split test] --out report.json \
-        [--plot report.png] [--shuffle-eeg]
+        [--plot report.png] [--shuffle-eeg] [--no-costly-controls]
 
 The windows and the split rule are those stored in the run's checkpoint config. Every window is
 scored with `evaluation.speaker_extraction.score_window` (model and unprocessed mixture), and the
 report is `evaluation.speaker_extraction.build_report`'s. ``--shuffle-eeg`` is the shuffled-EEG
 control: every window gets the EEG of a window from another trial (same subject where possible,
 seeded).
+
+Controls (on by default; `--no-costly-controls` drops the two extra passes): the same windows with
+noise EEG (`evaluation.controls.noise_eeg`, each window's per-channel mean and std; the trial is
+z-scored per channel) and with shuffled EEG (another trial's), beside the unprocessed mixture;
+report keys ``controls``, ``score`` (SI-SDRi), ``score_above_noise``, ``warnings`` and
+``per_subject_controls``, as in every scorer.
 
 Attention decoding: every window also gets its speaker-confusion flag (closer to the unattended
 talker), and each whole held-out trial is extracted (overlap-add, as ``predict.py``) and cut into
@@ -27,8 +33,9 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.aad import parse_windows
+from evaluation.controls import noise_eeg
 from evaluation.speaker_extraction import (AAD_WINDOWS_S, add_report_arguments, build_report, decision_windows,
-                                           extraction_aad, score_window, write_and_print)
+                                           extraction_aad, score_window, se_control_block, write_and_print)
 from util.errors import EEGKitError, run_cli
 
 
@@ -55,8 +62,11 @@ def shuffled_sources(keys: list[tuple], n_windows: int | None = None, seed: int 
 def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shuffle_eeg: bool = False,
                  batch_size: int = 8, max_windows: int = 0, seed: int = 0, progress: bool = True,
                  device: str = "cpu", threads: int | None = None,
-                 aad_windows: Sequence[float] | None = AAD_WINDOWS_S) -> dict:
+                 aad_windows: Sequence[float] | None = AAD_WINDOWS_S, costly_controls: bool = True) -> dict:
     """Run the model of RUN on the split's windows and score every window (see module docstring).
+
+    ``costly_controls``: also run the model on noise EEG and on shuffled EEG (two more passes) for
+    the controls block (`evaluation.speaker_extraction.se_control_block`); the mixture is always there.
 
     ``aad_windows``: decision-window lengths (s) of the extraction-derived AAD on whole trials
     (report key ``extraction_aad``); empty or None skips it.
@@ -83,6 +93,16 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shu
         raise EEGKitError(f"{data_dir}: the {split} split has no windows")
     keys = [dataset.records[record_index].key for record_index, _ in dataset.index]  # every window of the split
     sources = shuffled_sources(keys, n_windows, seed) if shuffle_eeg else list(range(n_windows))
+    noise_rows = mismatched_rows = None
+    if costly_controls:
+        noise_rng = np.random.default_rng([seed, 1])
+        noise_rows = control_rows(model, dataset, n_windows, batch_size, device, progress, "noise EEG control",
+                                  lambda i: noise_eeg(dataset[i]["eeg"].numpy(), noise_rng))
+        if not shuffle_eeg:
+            control_sources = shuffled_sources(keys, n_windows, seed)
+            mismatched_rows = control_rows(model, dataset, n_windows, batch_size, device, progress,
+                                           "shuffled EEG control",
+                                           lambda i: dataset[control_sources[i]]["eeg"].numpy())
     rows = []
     for begin in tqdm(range(0, n_windows, batch_size), desc=f"evaluate {split}", unit="batch", disable=not progress):
         indices = list(range(begin, min(begin + batch_size, n_windows)))
@@ -103,11 +123,38 @@ def evaluate_run(run: str | Path, data_dir: str | Path, split: str = "test", shu
     meta = {"mode": "model", "run": str(run), "checkpoint": str(checkpoint), "data": str(data_dir), "split": split,
             "shuffle_eeg": bool(shuffle_eeg), "fs": corpus.fs_audio, "window_s": float(config["data"]["window_s"])}
     report = build_report(rows, meta)
+    report.update(se_control_block(rows, noise_rows, rows if shuffle_eeg and costly_controls else mismatched_rows))
+    report["costly_controls"] = bool(costly_controls)
     if aad_windows:
         trial_keys = sorted({tuple(key) for key in keys})
         report["extraction_aad"] = trial_aad(model, config, corpus, trial_keys, aad_windows, shuffle_eeg, seed,
                                              device, progress)
     return report
+
+
+def control_rows(model, dataset, n_windows: int, batch_size: int, device: str, progress: bool, desc: str,
+                 eeg_of) -> list[dict]:
+    """SI-SDR / SI-SDRi rows of the first ``n_windows`` windows with the EEG of ``eeg_of(i)`` (time, C)
+    in place of each window's own (a control; no PESQ/STOI, which are slow and not needed here)."""
+    import torch
+
+    from evaluation.speech_metrics import si_sdr
+
+    rows = []
+    for begin in tqdm(range(0, n_windows, batch_size), desc=desc, unit="batch", disable=not progress):
+        indices = list(range(begin, min(begin + batch_size, n_windows)))
+        items = [dataset[i] for i in indices]
+        mixture = torch.stack([item["mixture"] for item in items])  # (batch, samples)
+        eeg = torch.stack([torch.as_tensor(np.asarray(eeg_of(i), dtype=np.float32)) for i in indices])  # (batch, time, C)
+        with torch.no_grad():
+            estimate = model(mixture.to(device), eeg.to(device)).cpu().numpy().astype(np.float64)  # (batch, samples)
+        for k, item in enumerate(items):
+            target = item["target"].numpy().astype(np.float64)
+            value = si_sdr(estimate[k], target)
+            rows.append({"subject": int(item["subject"]), "trial": int(item["trial"]), "window": int(item["window"]),
+                         "si_sdr": value,
+                         "si_sdri": value - si_sdr(item["mixture"].numpy().astype(np.float64), target)})
+    return rows
 
 
 def trial_aad(model, config: dict, corpus, trial_keys: list[tuple], windows_s: Sequence[float],
@@ -156,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aad-windows", default=",".join(format(w, "g") for w in AAD_WINDOWS_S),
                         help="decision-window lengths in s for the extraction-derived AAD accuracy on whole trials "
                              "(default %(default)s; windows longer than a trial are skipped)")
+    parser.add_argument("--no-costly-controls", action="store_true",
+                        help="leave out the noise-EEG and shuffled-EEG control passes (two extra model passes over "
+                             "the windows); the mixture stays")
     parser.add_argument("--no-aad", action="store_true",
                         help="skip the whole-trial extraction-derived AAD (speaker confusion per window is still "
                              "reported)")
@@ -167,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     aad_windows = () if args.no_aad else parse_windows(args.aad_windows, "--aad-windows")
     report = evaluate_run(args.run, args.data, args.split, args.shuffle_eeg, args.batch_size, args.max_windows,
                           args.seed, progress=not args.no_progress, device=args.device, threads=args.threads,
-                          aad_windows=aad_windows)
+                          aad_windows=aad_windows, costly_controls=not args.no_costly_controls)
     write_and_print(report, args.out, args.plot)
     return 0
 

@@ -7,6 +7,8 @@
     out_dir/test_set/TASK2_regression/sub-YYY_mapping.json  {segment_id: {"eeg": eeg_id}}
     out_dir/test_set/TASK2_regression/preprocessed_eeg/sub-YYY_eeg.npz   eeg_id -> (1920, 64)
     out_dir/test_set/labels/sub-YYY.json                    {segment_id: 1920 x 10 list}  (held out)
+    out_dir/test_set/labels_envelope/sub-YYY.json           {segment_id: [1920 x 1 list, stimulus]}
+                                                            (the envelope labels, 2023 label format)
     out_dir/synthetic_task2.json                            generation parameters
 
 Stimuli: speech from ``synthetic.speech`` (espeak-ng), each stimulus its own voice
@@ -35,7 +37,8 @@ Splits: each training recording is cut in time into 80 % train, 10 % val and
 10 % test. Test subjects (``sub-{101+}``, disjoint from training subjects) each
 hear one test story; their EEG is cut into non-overlapping 30-s segments
 (1920 x 64, not normalised) stored under opaque random eeg ids; segment ids are
-``sub-YYY_<k>`` in a shuffled order; the labels are the matching mel segments.
+``sub-YYY_<k>`` in a shuffled order; the labels are the matching mel segments (and, in
+labels_envelope/, the matching envelope segments).
 
 Difficulty: ``snr_db`` (default -25 dB) is the ratio of stimulus-driven to total
 background power (broadband: the background includes strong low-frequency 1/f
@@ -189,6 +192,7 @@ def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, te
 
     test_dir = out / "test_set" / "TASK2_regression"
     label_dir = out / "test_set" / "labels"
+    envelope_label_dir = out / "test_set" / "labels_envelope"
     for j, sid in enumerate(test_ids):
         bar.set_postfix_str(f"EEG {sid} (test)")
         head = eeg_forward.make_subject(seed * 100003 + 50000 + j, FS, len(DRIVER_GAINS), driver_gains=DRIVER_GAINS)
@@ -197,7 +201,7 @@ def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, te
         eeg = _subject_eeg(head, _drivers(envelope, mel), snrs[sid], rng)
         n_segments = len(mel) // SEGMENT_SAMPLES
         order = rng.permutation(n_segments)  # segment id number -> time position
-        mapping, eeg_arrays, labels = {}, {}, {}
+        mapping, eeg_arrays, labels, envelope_labels = {}, {}, {}, {}
         for k in range(n_segments):
             start = int(order[k]) * SEGMENT_SAMPLES
             segment_id = f"{sid}_{k}"
@@ -207,9 +211,12 @@ def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, te
             mapping[segment_id] = {"eeg": eeg_id}
             eeg_arrays[eeg_id] = eeg[start:start + SEGMENT_SAMPLES]  # (1920, 64)
             labels[segment_id] = mel[start:start + SEGMENT_SAMPLES].astype(np.float64).tolist()  # 1920 x 10
+            envelope_labels[segment_id] = [envelope[start:start + SEGMENT_SAMPLES].astype(np.float64).tolist(),
+                                           test_names[j % n_test_pool]]  # [1920 x 1, stimulus]
         atomic_savez(test_dir / "preprocessed_eeg" / f"{sid}_eeg.npz", **eeg_arrays)
         atomic_write_json(test_dir / f"{sid}_mapping.json", mapping, indent=1)
         atomic_write_json(label_dir / f"{sid}.json", labels)
+        atomic_write_json(envelope_label_dir / f"{sid}.json", envelope_labels)
         bar.update()
     bar.close()
 

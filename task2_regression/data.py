@@ -365,3 +365,32 @@ def summarize(recordings) -> dict:
     n_samples = sum(r.n_samples for r in recordings)
     return {"recordings": len(recordings), "subjects": len({r.subject for r in recordings}),
             "stimuli": len({r.stimulus for r in recordings}), "hours": n_samples / FS_TASK2 / 3600.0}
+
+
+def whole_recordings(split_dir, subjects, features=("eeg", "mel"), n_channels: int = N_EEG_CHANNELS,
+                     groups: dict | None = None) -> list:
+    """Raw (unnormalised) whole recordings of ``subjects``: their train, val and test parts joined in time.
+
+    Returns ``[(subject, stimulus, {feature: float32 (T, C)})]`` sorted by (subject, stimulus). The
+    parts are contiguous pieces of one recording (80/10/10 in time), so joining them gives the whole
+    recording; each part is first cut to the common length of its features. Used to score subjects
+    a run never saw (``data.holdout_subjects``); loads those subjects' data into memory.
+    """
+    split_dir = resolve_split_dir(split_dir)
+    groups = discover(split_dir) if groups is None else groups
+    wanted = set(subjects)
+    pieces: dict = {}
+    for split in SPLITS:
+        if not any(key[0] == split and key[1] in wanted for key in groups):
+            continue
+        for rec in load_recordings(split_dir, split, features=features, normalize="none", subjects=sorted(wanted),
+                                   groups=groups, n_channels=n_channels):
+            pieces.setdefault((rec.subject, rec.stimulus), []).append(
+                {name: rec.array(name) for name in features})  # each (n_samples, C)
+    if not pieces:
+        raise EEGKitError(f"{split_dir}: no recordings of {', '.join(sorted(wanted))}")
+    missing = sorted(wanted - {key[0] for key in pieces})
+    if missing:
+        raise EEGKitError(f"{split_dir}: no recordings of {', '.join(missing)}")
+    return [(subject, stimulus, {name: np.concatenate([p[name] for p in parts]) for name in features})
+            for (subject, stimulus), parts in sorted(pieces.items())]

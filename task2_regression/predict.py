@@ -1,7 +1,11 @@
 """Predict Task 2 test-set segments with a trained run and write per-subject submission JSON files.
 
     python -m task2_regression.predict --run RUN --test-set DATASET/test_set/TASK2_regression \
-        --out PRED [--checkpoint best|last|averaged]
+        --out PRED [--checkpoint best|last|averaged] [--control none|noise|mismatched] [--unseen error|average]
+
+RUN is a run folder, or the parent folder of per-subject runs (`train.py --per-subject`, marked by
+`per_subject.json`): each test subject is then predicted by its own subject's model (`--unseen`
+says what happens to a test subject without one).
 
 Input (reference section 3): `sub-XXX_mapping.json` (`{segment_id: {"eeg": eeg_id}}`) and
 `preprocessed_eeg/sub-XXX_eeg.npz` (`eeg_id -> (1920, 64)`), per subject.
@@ -66,6 +70,41 @@ def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, 
     set_precision(model, str(cfg.get("train", {}).get("precision", "fp32")))  # the run's train.precision
     model.eval()
     return model, cfg
+
+
+PER_SUBJECT_FILE = "per_subject.json"  # written by train.py --per-subject into the parent folder
+
+
+def is_per_subject(run_dir) -> bool:
+    """True for a parent folder of per-subject runs (``train.py --per-subject``)."""
+    return (Path(run_dir) / PER_SUBJECT_FILE).is_file()
+
+
+def load_run_models(run_dir, checkpoint: str = "best") -> tuple:
+    """(model, config) of a run, or ({subject: model}, config of the first) of a per-subject parent folder.
+
+    Every per-subject run must have the same target and EEG channel count.
+    """
+    run_dir = Path(run_dir)
+    if not is_per_subject(run_dir):
+        return load_run_model(run_dir, checkpoint)
+    marker = run_dir / PER_SUBJECT_FILE
+    try:
+        subjects = json.loads(marker.read_text())["subjects"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EEGKitError(f"{marker}: not a readable per-subject index (expected {{'subjects': {{...}}}})") from None
+    if not isinstance(subjects, dict) or not subjects:
+        raise EEGKitError(f"{marker}: lists no subjects")
+    models, configs = {}, {}
+    for subject, folder in sorted(subjects.items()):
+        models[subject], configs[subject] = load_run_model(run_dir / str(folder), checkpoint)
+    first = configs[next(iter(configs))]
+    for subject, cfg in configs.items():
+        if cfg.get("target") != first.get("target") or model_channels(cfg) != model_channels(first):
+            raise EEGKitError(f"{run_dir / subjects[subject]}: target {cfg.get('target')!r} / {model_channels(cfg)} "
+                              f"channels differ from the other per-subject runs ({first.get('target')!r} / "
+                              f"{model_channels(first)})")
+    return models, first
 
 
 def model_channels(cfg: dict) -> int:
@@ -140,25 +179,88 @@ def predict_segments(model: torch.nn.Module, target: str, segments: Sequence[np.
     return out
 
 
+UNSEEN = ("error", "average")
+
+
+def _average_models(models: dict, target: str, segments) -> list[np.ndarray]:
+    """Mean over the models of each one's prediction z-scored over time (every model weighs the same)."""
+    per_model = [predict_segments(model, target, segments) for model in models.values()]
+    return [np.mean([zscore_time(p[i]) for p in per_model], axis=0).astype(np.float32)
+            for i in range(len(segments))]
+
+
 def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform=None,
-                     progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+                     progress: bool = True, unseen: str = "error") -> dict[str, dict[str, np.ndarray]]:
     """{subject: {segment_id: (time, bands)}} for every subject of the test set (nothing written).
 
     eeg_transform(subject, ids, segments) -> segments lets controls (e.g. shuffling EEG across
-    segment ids) alter the inputs.
+    segment ids) alter the inputs. A per-subject parent folder (``train.py --per-subject``) predicts
+    each test subject with that subject's own model; a test subject without one is refused
+    (``unseen='error'``) or predicted by the mean of every subject model's z-scored prediction
+    (``unseen='average'``).
     """
-    model, cfg = load_run_model(run_dir, checkpoint)
+    if unseen not in UNSEEN:
+        raise EEGKitError(f"--unseen {unseen}: must be one of {', '.join(UNSEEN)}")
+    model, cfg = load_run_models(run_dir, checkpoint)
     target = cfg.get("target", "mel")
     n_channels = model_channels(cfg)
     # read and check every subject first: a bad input fails before any progress output or prediction
     inputs = {subject_of(path): read_test_subject(path, n_channels) for path in mapping_files(test_dir)}
+    if isinstance(model, dict) and unseen == "error":
+        missing = sorted(set(inputs) - set(model))
+        if missing:
+            raise EEGKitError(f"{run_dir}: no per-subject model for test subject(s) {', '.join(missing)} (models: "
+                              f"{', '.join(sorted(model))}); pass --unseen average to predict them with the mean "
+                              f"of all subject models")
     subjects: dict[str, dict[str, np.ndarray]] = {}
     for subject, (ids, segments) in tqdm(inputs.items(), desc="predicting subjects", disable=not progress):
         if eeg_transform is not None:
             segments = eeg_transform(subject, ids, segments)
-        predictions = predict_segments(model, target, segments)
+        if not isinstance(model, dict):
+            predictions = predict_segments(model, target, segments)
+        elif subject in model:
+            predictions = predict_segments(model[subject], target, segments)
+        else:
+            predictions = _average_models(model, target, segments)
         subjects[subject] = dict(zip(ids, predictions))
     return subjects
+
+
+def noise_control(seed: int = 0):
+    """EEG transform for the noise-EEG control: Gaussian EEG with the subject's per-channel mean and std.
+
+    The statistics are those of all of the subject's segments together (its recording); every
+    segment is replaced by fresh noise of its own length (`evaluation.controls.noise_eeg`).
+    """
+    from evaluation.controls import noise_eeg
+
+    def transform(subject: str, ids: list[str], segments: list[np.ndarray]) -> list[np.ndarray]:
+        rng = np.random.default_rng([seed, sum(map(ord, subject))])
+        pooled = np.concatenate(segments)  # (total time, C)
+        return [noise_eeg(pooled, rng, n_frames=len(x)) for x in segments]
+    return transform
+
+
+def mismatched_control(seed: int = 0):
+    """EEG transform for the mismatched-EEG control: each segment gets the EEG of another segment of
+    the same subject (a random derangement within the subject; the test set does not name stimuli).
+
+    A subject with a single segment gets that segment circularly shifted by half its length instead.
+    """
+    def transform(subject: str, ids: list[str], segments: list[np.ndarray]) -> list[np.ndarray]:
+        if len(segments) < 2:
+            return [np.roll(segment, segment.shape[0] // 2, axis=0) for segment in segments]
+        rng = np.random.default_rng(seed + sum(map(ord, subject)))
+        order = rng.permutation(len(segments))
+        shifted = np.roll(order, 1)  # segment order[i] gets the EEG of order[i-1]: nobody keeps its own
+        out = list(segments)
+        for target_index, source_index in zip(order, shifted):
+            out[target_index] = segments[source_index]
+        return out
+    return transform
+
+
+CONTROLS = {"none": None, "noise": noise_control, "mismatched": mismatched_control}
 
 
 def write_predictions(subjects: dict[str, dict[str, np.ndarray]], out_dir) -> list[Path]:
@@ -181,12 +283,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder for the per-subject sub-XXX.json predictions")
     parser.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
                         help="which checkpoint of the run to use (default: best)")
+    parser.add_argument("--control", default="none", choices=tuple(CONTROLS),
+                        help="predict a control instead of the real EEG: noise (Gaussian EEG with each subject's "
+                             "per-channel mean and std) or mismatched (each segment gets another segment's EEG "
+                             "of the same subject); score with python -m evaluation.task2 --noise-predictions / "
+                             "--mismatched-predictions (default none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --control EEG (default 0)")
+    parser.add_argument("--unseen", default="error", choices=UNSEEN,
+                        help="per-subject runs only (train.py --per-subject): a test subject without its own "
+                             "model is an error (default), or 'average': the mean of every subject model's "
+                             "z-scored prediction")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    subjects = predict_test_set(args.run, args.test_set, args.checkpoint)
+    transform = None if CONTROLS[args.control] is None else CONTROLS[args.control](args.seed)
+    subjects = predict_test_set(args.run, args.test_set, args.checkpoint, eeg_transform=transform,
+                                unseen=args.unseen)
     paths = write_predictions(subjects, args.out)
     n_segments = sum(len(s) for s in subjects.values())
     print(f"wrote {len(paths)} subject files ({n_segments} segments) to {args.out}")

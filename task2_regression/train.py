@@ -9,13 +9,24 @@ Config keys and defaults: configs/defaults.yaml. The trained `targets` (default 
 DATASET/stimuli). Train/val recordings (`task2_regression.data`) are cut into windows
 (`data.sampling`: fixed with `hop_s`, or one random window per recording per epoch); each step is
 cross-subject mixup + the combined loss of `task2_regression.loss`; validation is the mean Pearson
-of `target` on non-overlapping `val_window_s` windows. The loop, the run folder and DDP are
+of `target` on non-overlapping `val_window_s` windows (`val_pearson`), beside the same model on
+noise EEG (`val_noise_eeg`, `evaluation.controls.noise_eeg`) and their difference
+(`val_above_noise`), all three in log.csv. `train.select_on: score | above_noise` picks the column
+that chooses `best.pt` and early-stops, so an EEG-free output pattern cannot win. The loop, the run folder and DDP are
 `util.trainer.fit`'s; `model.type: ridge` is fitted in closed form (streaming covariance, alpha
 chosen on val) and saved the same way.
+
+Subjects: ``--holdout-subjects sub-002,sub-005`` (or a count N drawn with ``train.seed``) keeps those
+subjects out of train and val and stores them as ``data.holdout_subjects`` in the run's config
+(``python -m task2_regression.evaluate --heldout`` scores them as unseen subjects). ``--per-subject``
+fits one run per training subject under ``OUT/<subject>/`` (``data.subjects: [subject]``) and writes
+``OUT/per_subject.json``, which `task2_regression.predict` and `.evaluate` read. With a single
+target, ``cat_wavenet`` is a single-stage WaveNet without cross-attention; a warning says so.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 from pathlib import Path
@@ -31,6 +42,7 @@ from util.features import BANDS
 from util.windowing import seconds_to_samples
 
 AUDIO_TARGETS = ("mel80", "mag")
+SUBMITTED_TARGETS = ("mel", "envelope")
 DEFAULTS_PATH = Path(__file__).resolve().parent / "configs" / "defaults.yaml"
 
 
@@ -46,14 +58,16 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
 
     cfg = config_util.resolve(config, config_util.load_defaults(DEFAULTS_PATH))
     target = cfg["target"]
-    if target not in ("mel", "envelope"):
+    if target not in SUBMITTED_TARGETS:
         raise EEGKitError(f"config: target must be 'mel' or 'envelope', got {target!r}")
     targets = list(cfg["targets"] or [target])
     unknown = [t for t in targets if t not in BANDS]
     if unknown:
         raise EEGKitError(f"config: unknown targets {unknown} (known: {list(BANDS)})")
     if target not in targets:
-        raise EEGKitError(f"config: the submitted target {target!r} is not in targets {targets}")
+        raise EEGKitError(f"config: the submitted target {target!r} is not in targets {targets} "
+                          f"(add it, e.g. 'targets=[{', '.join([target] + targets)}]', or leave targets out to "
+                          f"train [target] alone)")
     if "type" not in cfg["model"]:
         raise EEGKitError("config: missing model.type")
     data, train = cfg["data"], cfg["train"]
@@ -63,6 +77,8 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
         raise EEGKitError(f"config: data.normalize must be recording or window, got {data['normalize']!r}")
     if int(train["mixup"]) not in (0, 1, 2):
         raise EEGKitError(f"config: train.mixup must be 0, 1 or 2, got {train['mixup']!r}")
+    if train["select_on"] not in SELECT_ON:
+        raise EEGKitError(f"config: train.select_on must be one of {sorted(SELECT_ON)}, got {train['select_on']!r}")
 
     audio_dir = None
     if any(t in AUDIO_TARGETS for t in targets):
@@ -77,9 +93,70 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
             targets = [t for t in targets if t not in AUDIO_TARGETS]
             say(f"no stimulus audio for every stimulus (looked in {candidate}): dropping targets {dropped}, "
                 f"training on {targets}")
+    if cfg["model"]["type"] == "cat_wavenet" and len(targets) == 1:
+        say(f"warning: cat_wavenet with the single target {targets[0]!r} is a single-stage WaveNet with no "
+            f"cross-attention (the Ablation-1 shape); the CAT model needs at least two stages, e.g. "
+            f"'targets=[envelope, mel]'")
     cfg["targets"] = targets
     data["stimulus_audio_dir"] = str(audio_dir) if audio_dir else None
+    if data["subjects"] or data["holdout_subjects"]:  # checked against the data's subjects
+        _check_subjects(cfg, groups if groups is not None else
+                        split_data.discover(split_data.resolve_split_dir(data_dir)), data_dir)
     return cfg
+
+
+def _check_subjects(cfg: dict, groups: dict, data_dir) -> None:
+    """``data.subjects`` / ``data.holdout_subjects``: lists of training subjects of the data, disjoint."""
+    data = cfg["data"]
+    known = training_subjects(groups)
+    for key in ("subjects", "holdout_subjects"):
+        names = data[key]
+        if not all(isinstance(name, str) for name in names):
+            raise EEGKitError(f"config: data.{key} must be a list of subject names, got {names!r}")
+        if len(set(names)) != len(names):
+            raise EEGKitError(f"config: data.{key} lists a subject twice: {names}")
+        missing = [name for name in names if name not in known]
+        if missing:
+            raise EEGKitError(f"config: data.{key}: {', '.join(missing)} not among the training subjects of "
+                              f"{data_dir} ({', '.join(known)})")
+    both = sorted(set(data["subjects"]) & set(data["holdout_subjects"]))
+    if both:
+        raise EEGKitError(f"config: {', '.join(both)} in both data.subjects and data.holdout_subjects")
+    if not used_subjects(cfg, groups):
+        raise EEGKitError(f"config: data.holdout_subjects {data['holdout_subjects']} leaves no subject to train on "
+                          f"({len(known)} in {data_dir})")
+
+
+def training_subjects(groups: dict) -> list[str]:
+    """Sorted subjects that have a train part in a `task2_regression.data.discover` result."""
+    return sorted({key[1] for key in groups if key[0] == "train"})
+
+
+def used_subjects(cfg: dict, groups: dict) -> list[str]:
+    """The subjects a run trains and validates on: ``data.subjects`` (or all) minus ``data.holdout_subjects``."""
+    chosen = cfg["data"]["subjects"] or training_subjects(groups)
+    return [name for name in chosen if name not in set(cfg["data"]["holdout_subjects"])]
+
+
+def choose_holdout(spec: str, subjects: Sequence[str], seed: int) -> list[str]:
+    """``--holdout-subjects``: 'sub-002,sub-005' (those) or 'N' (N subjects drawn with ``seed``), sorted."""
+    text = str(spec).strip()
+    if text.isdigit():
+        count = int(text)
+        if not 0 < count < len(subjects):
+            raise EEGKitError(f"--holdout-subjects {spec}: need 1 to {len(subjects) - 1} of the "
+                              f"{len(subjects)} training subjects")
+        rng = np.random.default_rng(int(seed))
+        return sorted(str(name) for name in rng.choice(sorted(subjects), size=count, replace=False))
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise EEGKitError(f"--holdout-subjects {spec!r}: expected a count (e.g. 2) or subject names "
+                          f"(e.g. sub-002,sub-005)")
+    missing = [name for name in names if name not in subjects]
+    if missing:
+        raise EEGKitError(f"--holdout-subjects: {', '.join(missing)} not among the training subjects "
+                          f"({', '.join(subjects)})")
+    return sorted(set(names))
 
 
 # --------------------------------------------------------------------------- data
@@ -101,27 +178,43 @@ def _to_device(batch: dict, keys: Sequence[str], device) -> dict:
 
 
 def load_split(cfg: dict, data_dir: Path, split: str, cache_dir: Path | None = None, groups: dict | None = None):
-    """Recordings of one split with the config's features and normalisation."""
+    """Recordings of one split with the config's features and normalisation, of the run's subjects only
+    (``data.subjects`` or all, minus ``data.holdout_subjects``)."""
     from task2_regression.data import load_recordings
 
     from task2_regression.predict import model_channels
 
     features = ("eeg",) + tuple(cfg["targets"])
     audio = cfg["data"].get("stimulus_audio_dir")
+    from task2_regression.data import discover, resolve_split_dir
+
+    groups = groups if groups is not None else discover(resolve_split_dir(data_dir))
     return load_recordings(data_dir, split, features=features, stimulus_audio_dir=audio, cache_dir=cache_dir,
-                           normalize=cfg["data"]["normalize"], groups=groups, n_channels=model_channels(cfg))
+                           normalize=cfg["data"]["normalize"], groups=groups, n_channels=model_channels(cfg),
+                           subjects=used_subjects(cfg, groups))
 
 
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def validate(model: torch.nn.Module, dataset, target: str, info, batch_size: int = 8) -> float:
-    """Mean (over windows and bands) Pearson r of `target` on `dataset`, averaged over all ranks."""
+def validate(model: torch.nn.Module, dataset, target: str, info, batch_size: int = 8,
+             noise_seed: int | None = None) -> float:
+    """Mean (over windows and bands) Pearson r of `target` on `dataset`, averaged over all ranks.
+
+    ``noise_seed``: score the noise-EEG control instead: each window's EEG is replaced by Gaussian
+    EEG with that window's per-channel mean and std (`evaluation.controls.noise_eeg`), drawn from
+    ``(noise_seed, window index)`` so every epoch and every rank sees the same noise.
+    """
+    from evaluation.controls import noise_eeg
     from util.metrics import pearson_torch
 
     # an exact partition of the windows over ranks (no padding), so every window counts once
     indices = np.arange(len(dataset))[info.rank :: info.world_size]
     score_sum, count = 0.0, 0
     for batch in trainer.batches(dataset, indices, batch_size):
+        if noise_seed is not None:
+            batch["eeg"] = torch.from_numpy(np.stack([
+                noise_eeg(eeg.numpy(), np.random.default_rng([noise_seed, int(index)]))
+                for eeg, index in zip(batch["eeg"], batch["index"])]))  # (batch, time, 64)
         batch = _to_device(batch, ("eeg", target), info.device)
         pred = model(batch["eeg"])[target]  # (batch, time_out, bands)
         r = pearson_torch(pred, batch[target][:, : pred.shape[1]])  # (batch, bands)
@@ -132,12 +225,25 @@ def validate(model: torch.nn.Module, dataset, target: str, info, batch_size: int
     return total / max(n, 1)
 
 
+SELECT_ON = {"score": "val_pearson", "above_noise": "val_above_noise"}  # train.select_on -> log.csv column
+
+
+def validation_scores(model: torch.nn.Module, dataset, target: str, info, seed: int = 0) -> dict:
+    """The validation columns of log.csv: the score, its noise-EEG control and the score above it."""
+    value = validate(model, dataset, target, info)
+    noise = validate(model, dataset, target, info, noise_seed=seed)
+    return {"val_pearson": value, "val_noise_eeg": noise, "val_above_noise": value - noise}
+
+
 # --------------------------------------------------------------------------- ridge
-def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> float:
-    """Closed-form fit: streaming covariance over non-overlapping train windows, alpha chosen on val."""
+def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> tuple:
+    """Closed-form fit: streaming covariance over non-overlapping train windows, alpha chosen on val.
+
+    Returns (val score, its noise-EEG control)."""
     from util import windowing
 
-    length = seconds_to_samples(float(cfg["data"]["window_s"]))
+    # the streaming chunk is cut to the shortest recording, so short recordings still count
+    length = min(seconds_to_samples(float(cfg["data"]["window_s"])), min(r.n_samples for r in train_recs))
     features = ("eeg",) + tuple(cfg["targets"])
     train_set = windowing.FixedWindows(train_recs, length, length, features)
     batch_size = int(cfg["data"]["batch_size"])
@@ -150,11 +256,13 @@ def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> float:
         item = val_set[i]
         val_pairs.append((item["eeg"], {name: item[name] for name in cfg["targets"]}))
     scores = model.select_alpha(cfg["model"].get("alphas"), val_pairs)
-    say(f"ridge: val score per alpha {({a: round(s, 4) for a, s in scores.items()})}; chose alpha={float(model.alpha):g}")
-    return float(max(scores.values()))
+    say(f"ridge: val score per alpha {({a: round(s, 4) for a, s in scores.items()})}; chose alpha={float(model.alpha):g}"
+        " (on the score: a linear decoder's noise-EEG control is ~0 whatever alpha)")
+    noise = validate(model, val_set, cfg["target"], info, noise_seed=int(cfg["train"]["seed"]))
+    return float(max(scores.values())), noise
 
 
-def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: float) -> None:
+def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: float, val_noise: float) -> None:
     from util import training
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +271,8 @@ def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: floa
     training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra)
     training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra)
     training.CSVLogger(out_dir / "log.csv", resume=False).log(
-        {"epoch": 0, "val_pearson": val_score, "alpha": float(model.alpha), "time_s": round(seconds, 2)})
+        {"epoch": 0, "val_pearson": val_score, "val_noise_eeg": val_noise, "val_above_noise": val_score - val_noise,
+         "alpha": float(model.alpha), "time_s": round(seconds, 2)})
     training.plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=f"{out_dir.name} (ridge)")
 
 
@@ -190,13 +299,29 @@ def make_step(cfg: dict, info) -> Callable:
     return step
 
 
+def apply_holdout(cfg: dict, holdout: str | None, groups: dict, data_dir) -> dict:
+    """Put ``--holdout-subjects`` (names or a count drawn with ``train.seed``) into ``data.holdout_subjects``."""
+    if holdout is None:
+        return cfg
+    chosen = choose_holdout(holdout, training_subjects(groups), int(cfg["train"]["seed"]))
+    already = list(cfg["data"]["holdout_subjects"])
+    if already and sorted(already) != chosen:
+        raise EEGKitError(f"--holdout-subjects {holdout}: gives {chosen}, but the config already holds "
+                          f"data.holdout_subjects {already}; give one of them")
+    cfg["data"]["holdout_subjects"] = chosen
+    _check_subjects(cfg, groups, data_dir)
+    return cfg
+
+
 def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bool = False,
           stimulus_audio: str | Path | None = None, average: bool = False, cache_dir: str | Path | None = None,
-          say: Callable[[str], None] | None = None) -> dict:
+          say: Callable[[str], None] | None = None, holdout: str | None = None) -> dict:
     """Train (or resume) one run; returns {'best_val', 'epochs_run', 'stopped_early', 'out_dir', 'targets'}.
 
     config: a loaded config dict (overrides already applied); data_dir: dataset root (or split_data);
-    out_dir: run folder. Under torchrun the process group is joined here and left at the end.
+    out_dir: run folder; holdout: ``--holdout-subjects`` ('sub-002,sub-005' or a count), stored in the
+    run's config as ``data.holdout_subjects`` (kept out of train and val). Under torchrun the process
+    group is joined here and left at the end.
     """
     from task2_regression import data
     from task2_regression.models import build_model
@@ -208,35 +333,83 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
     try:
         groups = data.discover(data.resolve_split_dir(data_dir))  # the folder is listed once
         cfg = resolve_config(config, data_dir, stimulus_audio, say=speak, groups=groups)
+        cfg = apply_holdout(cfg, holdout, groups, data_dir)
         if epochs is not None:
             cfg["train"]["epochs"] = int(epochs)
         targets, target = list(cfg["targets"]), cfg["target"]
         train_recs = load_split(cfg, data_dir, "train", cache_dir, groups)
         val_recs = load_split(cfg, data_dir, "val", cache_dir, groups)
-        speak(f"data: {len(train_recs)} train / {len(val_recs)} val recordings, targets {targets}, "
-              f"world size {info.world_size}")
+        held_out = cfg["data"]["holdout_subjects"]
+        speak(f"data: {len(train_recs)} train / {len(val_recs)} val recordings of "
+              f"{len(used_subjects(cfg, groups))} subject(s), targets {targets}, world size {info.world_size}"
+              + (f"; held-out subjects (not trained on, not validated on) {', '.join(held_out)}" if held_out else ""))
         build = lambda: build_model(cfg["model"], {name: BANDS[name] for name in targets})  # noqa: E731
 
         if cfg["model"]["type"] == "ridge":
             started = time.time()
             model = build()
-            val_score = _fit_ridge(model, cfg, train_recs, val_recs, info, speak)
+            val_score, val_noise = _fit_ridge(model, cfg, train_recs, val_recs, info, speak)
             if info.is_main:
-                _save_ridge(model, cfg, out_dir, val_score, time.time() - started)
+                _save_ridge(model, cfg, out_dir, val_score, time.time() - started, val_noise)
             distributed.barrier(info)
             return {"best_val": val_score, "epochs_run": 0, "stopped_early": False, "out_dir": str(out_dir),
-                    "targets": targets}
+                    "targets": targets, "val_noise_eeg": val_noise, "select_on": "score"}
 
         seed = int(cfg["train"]["seed"])
         train_set = _windows_dataset(train_recs, cfg, ["eeg"] + targets, "train", seed)
+        if len(train_set) == 0:
+            longest = max(r.n_samples for r in train_recs) / seconds_to_samples(1.0)
+            raise EEGKitError(f"config: data.window_s {cfg['data']['window_s']:g} is longer than every training "
+                              f"recording of {data_dir} (longest {longest:.1f} s); use a shorter data.window_s")
         val_set = _windows_dataset(val_recs, cfg, ["eeg", target], "val", seed)
-        score = lambda model, dataset, rank_info: {"val_pearson": validate(model, dataset, target, rank_info)}  # noqa: E731
+        score = lambda model, dataset, rank_info: validation_scores(model, dataset, target, rank_info, seed)  # noqa: E731
+        monitor = SELECT_ON[cfg["train"]["select_on"]]
+        speak(f"model selection (best.pt, early stopping) on {monitor} (train.select_on: {cfg['train']['select_on']})")
         result = trainer.fit(cfg, out_dir, info, build, make_step(cfg, info), score, train_set, val_set,
-                             int(cfg["data"]["batch_size"]), "val_pearson", resume=resume, average=average,
+                             int(cfg["data"]["batch_size"]), monitor, resume=resume, average=average,
                              say=say)
-        return {**result, "targets": targets}
+        return {**result, "targets": targets, "select_on": cfg["train"]["select_on"]}
     finally:
         distributed.cleanup(info)
+
+
+
+
+def train_per_subject(config: dict, data_dir, out_dir, holdout: str | None = None,
+                      say: Callable[[str], None] | None = None, **kwargs) -> dict:
+    """One run per training subject under ``out_dir/<subject>/`` (``data.subjects: [subject]`` each).
+
+    Held-out subjects get no model. Writes ``out_dir/per_subject.json`` ``{"subjects": {subject: folder},
+    "holdout_subjects": [...]}`` (the marker `task2_regression.predict` and `.evaluate` read) last, so a
+    folder without it is not a finished per-subject run. Returns {'runs': {subject: result}, 'out_dir'}.
+    """
+    from task2_regression import data
+    from task2_regression.predict import PER_SUBJECT_FILE
+    from util.atomic import atomic_write_json
+
+    say = say or (lambda message: print(message, flush=True))
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if config.get("data", {}).get("subjects"):
+        raise EEGKitError("--per-subject: the config already restricts data.subjects; leave it out "
+                          "(every training subject gets its own run)")
+    groups = data.discover(data.resolve_split_dir(data_dir))
+    cfg = apply_holdout(resolve_config(config, data_dir, kwargs.get("stimulus_audio"), say=lambda m: None,
+                                       groups=groups), holdout, groups, data_dir)
+    subjects = used_subjects(cfg, groups)
+    say(f"per-subject: {len(subjects)} runs under {out_dir} ({', '.join(subjects)})")
+    runs = {}
+    for subject in subjects:
+        one = copy.deepcopy(config)
+        one.setdefault("data", {})["subjects"] = [subject]
+        one["data"]["holdout_subjects"] = list(cfg["data"]["holdout_subjects"])
+        say(f"--- {subject}")
+        runs[subject] = train(one, data_dir, out_dir / subject, say=say, **kwargs)
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic_write_json(out_dir / PER_SUBJECT_FILE, {
+            "kind": "per_subject", "subjects": {subject: subject for subject in subjects},
+            "holdout_subjects": list(cfg["data"]["holdout_subjects"]),
+            "best_val": {subject: runs[subject]["best_val"] for subject in subjects}}, indent=1)
+    return {"runs": runs, "out_dir": str(out_dir)}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -259,6 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "OUT/averaged.pt = uniform average of them")
     parser.add_argument("--cache-dir", default=None,
                         help="cache folder for mel80/mag targets (default: DATA/derivatives/stimulus_targets)")
+    parser.add_argument("--holdout-subjects", default=None, metavar="LIST|N",
+                        help="keep these training subjects out of train AND val, for a subject-independent score "
+                             "without a test set: names (sub-002,sub-005) or a count N drawn with train.seed. "
+                             "Stored in the run's config (data.holdout_subjects); "
+                             "`python -m task2_regression.evaluate --heldout` scores them")
+    parser.add_argument("--per-subject", action="store_true",
+                        help="fit one model per training subject, each its own run folder OUT/<subject>/ "
+                             "(data.subjects: [subject]), plus OUT/per_subject.json; predict.py and evaluate.py "
+                             "take OUT and use each subject's own model")
     parser.add_argument("overrides", nargs="*", help="config overrides as dotted.key=value, e.g. train.lr=5e-4")
     return parser
 
@@ -266,10 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_util.load_config(args.config, args.overrides)
-    result = train(cfg, args.data, args.out, epochs=args.epochs, resume=args.resume,
-                   stimulus_audio=args.stimulus_audio, average=args.average_checkpoints, cache_dir=args.cache_dir)
+    options = dict(epochs=args.epochs, resume=args.resume, stimulus_audio=args.stimulus_audio,
+                   average=args.average_checkpoints, cache_dir=args.cache_dir)
+    if args.per_subject:
+        result = train_per_subject(cfg, args.data, args.out, holdout=args.holdout_subjects, **options)
+        if int(os.environ.get("RANK", "0")) == 0:
+            scores = ", ".join(f"{s} {r['best_val']:.4f}" for s, r in result["runs"].items())
+            print(f"done: {len(result['runs'])} per-subject runs (best val Pearson {scores}) -> {result['out_dir']}")
+        return 0
+    result = train(cfg, args.data, args.out, holdout=args.holdout_subjects, **options)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"done: best val Pearson {result['best_val']:.4f} ({result['epochs_run']} epochs) -> {result['out_dir']}")
+        print(f"done: best {SELECT_ON[result['select_on']]} {result['best_val']:.4f} ({result['epochs_run']} epochs) "
+              f"-> {result['out_dir']}")
     return 0
 
 

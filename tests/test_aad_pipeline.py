@@ -177,7 +177,7 @@ def test_engine_fold_layout(tmp_path, monkeypatch):
     trials = _lagged_copy_trials(n_trials=4, seconds=20.0)
     fold = loto_folds(trials)[0]
     config = engine_config("linear", 3, fold.train)
-    assert config["target"] == "envelope" and config["targets"] == ["envelope"]
+    assert config["target"] == "envelope" and "targets" not in config  # target=envelope alone switches it
     assert config["model"]["n_channels"] == 3 and config["data"]["window_s"] == 20.0  # cut from 60 s to the trial
     from speaker_extraction.experiments import aad
 
@@ -329,3 +329,85 @@ def test_split_from_run_uses_the_runs_held_out_trials(kul_dataset, tmp_path):
     result = run_aad(kul_dataset, "ridge", out, windows=(5,), split_from_run=run, progress=False, say=lambda m: None)
     assert sorted((t["subject"], t["trial"]) for t in result["trials"]) == sorted(
         (f"S{s}", t) for s, t in expected["test"])
+
+
+# --------------------------------------------------------------------------- reconstruction r and controls
+def test_controls_on_lagged_copy_trials():
+    """Ridge on lagged-copy EEG: r(attended) near 1, r(unattended) and all three controls near 0, p at its floor."""
+    from speaker_extraction.experiments import aad
+
+    trials = _lagged_copy_trials(n_trials=4, seconds=30.0)
+    lags = aad.Lags.from_ms((0, 250), 64)
+    donors = aad._mismatched_donors(trials)
+    assert donors[("S1", 1)].trial == 2 and donors[("S1", 4)].trial == 1  # the next trial, cyclically
+    blocks = {}
+    for fold in aad.loto_folds(trials):
+        extra = aad._control_eeg(fold, donors, seed=0)
+        assert set(extra) == {f"noise|S1|{fold.test[0].trial}", f"mismatched|S1|{fold.test[0].trial}"}
+        noise = extra[f"noise|S1|{fold.test[0].trial}"]
+        np.testing.assert_allclose(noise.mean(axis=0), fold.test[0].eeg.mean(axis=0), atol=0.05 * noise.std())
+        np.testing.assert_allclose(noise.std(axis=0), fold.test[0].eeg.std(axis=0), rtol=0.05)
+        predictions, info = aad.ridge_fold(fold, lags, extra=extra)
+        trial = fold.test[0]
+        recon = predictions[trial.key]
+        r_att = float(aad.pearson_np(recon, trial.attended))
+        r_unatt = float(aad.pearson_np(recon, trial.unattended))
+        blocks[trial.name] = aad._trial_controls(trial, recon, info["extra"], donors, 100, 0, r_att, r_unatt)
+    for block in blocks.values():
+        assert block["r_attended"] > 0.9 and abs(block["r_unattended"]) < 0.2
+        controls = block["controls"]
+        assert abs(controls["noise_eeg"]["score"]) < 0.15 and abs(controls["mismatched_eeg"]["score"]) < 0.2
+        assert controls["circular_shift"]["p95"] < 0.3 and controls["circular_shift"]["p_value"] == 1 / 101
+        assert block["score_above_noise"] == pytest.approx(block["r_attended"] - controls["noise_eeg"]["score"])
+        assert block["warnings"] == []
+    overall = aad._overall_controls(blocks, 100, [])
+    rec = overall["reconstruction"]
+    assert rec["n_trials"] == 4
+    assert rec["r_attended"] == pytest.approx(np.mean([b["r_attended"] for b in blocks.values()]))
+    assert rec["r_unattended"] == pytest.approx(np.mean([b["r_unattended"] for b in blocks.values()]))
+    assert overall["controls"]["noise_eeg"]["score"] == pytest.approx(
+        np.mean([b["controls"]["noise_eeg"]["score"] for b in blocks.values()]))
+    assert set(overall["controls"]) == {"noise_eeg", "circular_shift", "mismatched_eeg"}
+    assert rec["significance"]["correction"] == "holm" and len(rec["significance"]["significant"]) == 4
+    json.dumps(overall)  # no numpy arrays left (the null draws stay out of the report)
+    text = aad.format_reconstruction(overall)
+    assert "mean over trials" in text and "noise EEG" in text and "mismatched" in text
+
+
+def test_constant_reconstruction_is_flagged_by_the_noise_control():
+    """A reconstruction that ignores the EEG (the same pattern on any input) scores the same on noise EEG."""
+    from speaker_extraction.experiments import aad
+
+    trials = _lagged_copy_trials(n_trials=3, seconds=30.0)
+    donors = aad._mismatched_donors(trials)
+    trial = trials[0]
+    pattern = trial.attended + 0.5 * np.random.default_rng(1).standard_normal(len(trial.attended))  # "learned" fixed
+    extra = {"noise|S1|1": pattern, "mismatched|S1|1": pattern}
+    r_att = float(aad.pearson_np(pattern, trial.attended))
+    block = aad._trial_controls(trial, pattern, extra, donors, 100, 0, r_att, 0.0)
+    assert block["controls"]["noise_eeg"]["score"] == pytest.approx(r_att)
+    assert block["controls"]["mismatched_eeg"]["score"] == pytest.approx(r_att)
+    assert block["score_above_noise"] == pytest.approx(0.0)
+    assert any("EEG-independent" in w for w in block["warnings"])
+
+
+def test_ridge_on_cocktail_sample_reports_both_envelopes_and_controls(cocktail, tmp_path):
+    from speaker_extraction.experiments.aad import run_aad
+
+    out = tmp_path / "cocktail_controls"
+    lines: list[str] = []
+    result = run_aad(cocktail, "ridge", out, windows=(60,), fs=32, progress=False, say=lines.append, n_shifts=50)
+    report = json.loads((out / "report.json").read_text())
+    rec = report["reconstruction"]
+    assert sorted(rec["per_trial"]) == [f"cocktail trial {k}" for k in range(1, 6)]
+    for block in rec["per_trial"].values():
+        assert -1 < block["r_attended"] < 1 and -1 < block["r_unattended"] < 1
+        assert set(block["controls"]) == {"noise_eeg", "circular_shift", "mismatched_eeg"}
+    trial_rows = {f"cocktail trial {t['trial']}": t for t in result["trials"]}
+    for name, block in rec["per_trial"].items():
+        assert block["r_attended"] == pytest.approx(trial_rows[name]["r_attended"])
+    assert report["controls"] == rec["controls"] and report["score_above_noise"] == rec["score_above_noise"]
+    # real EEG: the attended talker is reconstructed above the unattended one and above the shifted null
+    assert rec["r_attended"] > rec["r_unattended"]
+    assert rec["r_attended"] > rec["controls"]["circular_shift"]["p95"]
+    assert any("mean over trials" in line for line in lines)

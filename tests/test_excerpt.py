@@ -45,3 +45,21 @@ def test_ridge_reconstructs_real_envelope_above_null(excerpt):
         assert r > 0.1, f"{subject}: ridge r={r:.3f}"
         assert abs(null.mean()) < 0.05, f"{subject}: null mean {null.mean():.3f}"
         assert r > np.percentile(null, 95), f"{subject}: r={r:.3f} inside the null"
+
+
+def test_benchmark_reports_ridge_with_its_three_controls(excerpt):
+    """The benchmark's report: real EEG beats noise EEG, the null and the mismatched (other-half) EEG."""
+    from benchmarks.task2_excerpt import format_run, run
+
+    result = run(DEFAULT_DIR, vlaai_steps=0, n_shifts=100, seed=0, alphas=(1.0,))  # alpha fixed: fast
+    report = result["models"]["ridge"]
+    assert set(report["controls"]) == {"noise_eeg", "circular_shift", "mismatched_eeg"}
+    for subject, block in report["per_subject_controls"].items():
+        score = report["per_subject"][subject]
+        assert score > 0.1
+        assert abs(block["controls"]["noise_eeg"]["score"]) < 0.05, subject
+        assert block["controls"]["mismatched_eeg"]["score"] < score - 0.1, subject
+        assert block["controls"]["circular_shift"]["p_value"] == pytest.approx(1 / 101)
+        assert block["warnings"] == []
+    assert report["significance"]["significant"] == ["sub-027", "sub-031"]  # Holm over 2: 2/101 < 0.05
+    assert "mismatch" in format_run(result)

@@ -172,6 +172,19 @@ def test_evaluation_report_model_and_shuffled(trained_run, kul_dataset, tmp_path
     assert window["si_sdri"] == pytest.approx(window["si_sdr"] - window["mixture_si_sdr"])
     assert set(report["per_subject"]) <= {"1", "2"}
     assert report["failures"]["pesq"]["model"]["count"] == sum(1 for w in report["windows"] if w["pesq"] is None)
+    # the controls, on by default, with the keys every scorer uses
+    assert set(report["controls"]) == {"noise_eeg", "circular_shift", "mismatched_eeg", "mixture"}
+    assert report["score"] == pytest.approx(report["overall"]["si_sdri"])
+    assert report["controls"]["mixture"]["score"] == 0.0
+    noise = report["controls"]["noise_eeg"]["score"]
+    assert report["score_above_noise"] == pytest.approx(report["score"] - noise)
+    assert isinstance(report["warnings"], list) and set(report["per_subject_controls"]) == set(report["per_subject"])
+    cheap_path = tmp_path / "cheap.json"
+    assert main(["--run", str(trained_run), "--data", str(kul_dataset), "--out", str(cheap_path), "--max-windows", "4",
+                 "--no-progress", "--no-costly-controls", "--no-aad"]) == 0
+    cheap = json.loads(cheap_path.read_text())
+    assert cheap["controls"]["noise_eeg"]["score"] is None and cheap["score_above_noise"] is None
+    assert cheap["score"] == pytest.approx(report["score"])
 
     shuffled_path = tmp_path / "shuffled.json"
     assert main(["--run", str(trained_run), "--data", str(kul_dataset), "--out", str(shuffled_path),

@@ -66,6 +66,9 @@ def test_run_writes_checkpoints_log_and_plot(linear_run):
     assert float(rows[1]["lr"]) == pytest.approx(0.5 * float(rows[0]["lr"]))  # StepLR every epoch, gamma 0.5
     # the synthetic EEG encodes the mel: a trained linear decoder correlates positively on val
     assert float(rows[-1]["val_pearson"]) > 0.02
+    for row in rows:  # both selection columns are logged: the noise-EEG control and the score above it
+        assert float(row["val_above_noise"]) == pytest.approx(float(row["val_pearson"]) - float(row["val_noise_eeg"]))
+        assert abs(float(row["val_noise_eeg"])) < 0.1  # a linear decoder on noise EEG scores ~0
     assert (linear_run / "curves.png").stat().st_size > 5000
 
 
@@ -267,3 +270,17 @@ def test_paper_tables_quick_pipeline(task2_dataset, tmp_path, capsys):
     tables = (out / "tables.md").read_text()
     assert "## Table 1" in tables and "## Control" in tables and "--quick run" in tables
     assert any((tmp_path / "cache").rglob("*")), "mel80/mag targets were not cached in --cache-dir"
+    # every row carries its controls, and the tables show them
+    for entry in results["rows"].values():
+        for where in ("heldout", "within"):
+            assert set(entry[where]["controls"]) == {"noise_eeg", "circular_shift", "mismatched_eeg"}
+            assert entry[where]["controls"]["noise_eeg"]["score"] is not None
+    assert "## Controls (every row)" in tables
+    # --merge re-makes one row and keeps the other
+    code, err = _run_cli(paper_tables.main, argv[:-4] + ["--rows", "linear", "--merge", "--no-costly-controls"] + argv[-2:],
+                         capsys)
+    assert code == 0, err
+    merged = json.loads((out / "results.json").read_text())
+    assert list(merged["rows"]) == ["linear", "proposed"] and len(merged["commands"]) == 2
+    assert merged["rows"]["linear"]["heldout"]["controls"]["noise_eeg"]["score"] is None  # cheap controls only
+    assert len((out / "COMMAND.txt").read_text().strip().splitlines()) == 2

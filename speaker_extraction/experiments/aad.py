@@ -5,7 +5,7 @@ Task 2 envelope decoders (the layer rule of `util/layers.py`: a task never impor
 
     python -m speaker_extraction.experiments.aad --data DIR --model {ridge,linear,vlaai_small} --out OUTDIR \
         [--windows 1,2,5,10,20,30,60] [--fs 64] [--band 1,9] [--lags-ms 0,250] [--epochs N] \
-        [--split-from-run RUN] [--overwrite] [--no-progress]
+        [--split-from-run RUN] [--overwrite] [--no-progress] [--no-controls] [--n-shifts 100] [--seed 0]
 
 A backward model reconstructs the attended speech envelope from the EEG; in every decision window
 the talker whose envelope correlates better with the reconstruction is declared attended
@@ -54,7 +54,7 @@ Models
   the last max-lag samples.
 - ``linear`` / ``vlaai_small``: the kit's Task 2 envelope models, trained by the kit's training
   engine ``task2_regression.train.train`` with ``task2_regression/configs/{linear,vlaai_small}.yaml``
-  and the overrides ``target=envelope``, ``targets=[envelope]``, ``model.n_channels`` = the data's
+  and the overrides ``target=envelope`` (trains [envelope]), ``model.n_channels`` = the data's
   channel count (64 KUL, 128 cocktail), ``data.window_s`` / ``data.hop_s`` cut to the shortest
   training trial when the config's window is longer. Each fold is written as a split_data folder
   under ``OUTDIR/.aad_tmp`` (deleted after use):
@@ -70,6 +70,21 @@ Models
   and nothing of the held-out trial reaches training. The split_data loader checks every EEG file
   against the config's ``model.n_channels`` (64 KUL, 128 cocktail). ``--epochs`` overrides
   ``train.epochs``.
+
+Reconstruction r and controls (on by default; ``--no-controls``): per held-out trial and as the mean
+over trials, r of the reconstruction with the attended AND the unattended envelope over the whole
+trial, beside three controls of r(attended), in ``report.json`` (``reconstruction``: ``per_trial``,
+means, Holm significance across trials; top-level ``controls`` / ``score_above_noise`` /
+``warnings``, the keys of every scorer, see ``evaluation.controls``) and in the printout:
+  * noise EEG: the fold's model on Gaussian EEG with the trial's per-channel mean and std;
+  * circular shift: the reconstruction against the attended envelope shifted circularly by >= 2 s,
+    ``--n-shifts`` times (mean, 95th percentile, permutation p); the overall null's draw k is the
+    mean of the trials' draws k;
+  * mismatched EEG: the fold's model on another trial's EEG (the same subject's next trial,
+    cyclically; another stimulus in both layouts), against this trial's attended envelope.
+  That other trial is usually a training trial of the fold. A high mismatched r means that the
+  reconstruction carries structure shared by trials (e.g. the onset at a trial's start), not this
+  trial's stimulus.
 
 Library API: ``run_aad(...) -> dict``, ``load_trials``, ``loto_folds``, ``folds_from_run``,
 ``ridge_fold``, ``inner_cv_scores``, ``window_rows``, ``main(argv)``.
@@ -448,9 +463,12 @@ def _predict_ridge(model, eeg_z: np.ndarray, lags: Lags) -> np.ndarray:
     return out[0, :, 0].double().numpy()  # (T,)
 
 
-def ridge_fold(fold: Fold, lags: Lags, alphas: Sequence[float] = ALPHAS, cv: _RidgeCV | None = None) -> tuple:
+def ridge_fold(fold: Fold, lags: Lags, alphas: Sequence[float] = ALPHAS, cv: _RidgeCV | None = None,
+               extra: dict | None = None) -> tuple:
     """Fit on the fold's training trials (train + val pooled) and reconstruct its test trials.
 
+    ``extra``: {name: EEG (T, C)} also reconstructed by the fold's model (z-scored with the same
+    training statistics as a test trial), returned in ``info["extra"]`` (the controls' EEG).
     Returns ({test trial key: (T,) reconstruction}, info with the chosen alpha and the inner CV scores).
     """
     from task2_regression.models.linear import RidgeDecoder
@@ -469,9 +487,12 @@ def ridge_fold(fold: Fold, lags: Lags, alphas: Sequence[float] = ALPHAS, cv: _Ri
         model.partial_fit(eeg_z[lags.lo:], ((trial.attended - env_mean) / env_std)[: len(eeg_z) - lags.lo, None])
     model.solve(alpha)
     predictions = {t.key: _predict_ridge(model, ((t.eeg - mean) / std).astype(np.float32), lags) for t in fold.test}
+    extra_out = {name: _predict_ridge(model, ((eeg - mean) / std).astype(np.float32), lags)
+                 for name, eeg in (extra or {}).items()}
     edge = best in (0, len(cv.alphas) - 1)
     return predictions, {"alpha": alpha, "inner_cv_r": float(scores[best]), "alpha_at_grid_edge": edge,
-                         "inner_cv_scores": {format(a, "g"): float(s) for a, s in zip(cv.alphas, scores)}}
+                         "inner_cv_scores": {format(a, "g"): float(s) for a, s in zip(cv.alphas, scores)},
+                         "extra": extra_out}
 
 
 # --------------------------------------------------------------------------- engine models
@@ -480,8 +501,7 @@ def engine_config(model_name: str, n_channels: int, train_trials: Sequence[Trial
     from util.config import load_config
 
     config = load_config(CONFIG_DIR / f"{model_name}.yaml")
-    config["target"] = "envelope"
-    config["targets"] = ["envelope"]
+    config["target"] = "envelope"  # the one override that switches a Task 2 config to the envelope
     config.setdefault("model", {})["n_channels"] = int(n_channels)
     data = config.setdefault("data", {})
     shortest_s = min(len(t.eeg) for t in train_trials) / FS_TASK2
@@ -490,8 +510,13 @@ def engine_config(model_name: str, n_channels: int, train_trials: Sequence[Trial
     return config
 
 
-def engine_fold(fold: Fold, model_name: str, work_dir: Path, epochs: int | None = None) -> tuple:
-    """Train the engine model on the fold (split_data layout, see the module docstring) and reconstruct its test trials."""
+def engine_fold(fold: Fold, model_name: str, work_dir: Path, epochs: int | None = None,
+                extra: dict | None = None) -> tuple:
+    """Train the engine model on the fold (split_data layout, see the module docstring) and reconstruct its test trials.
+
+    ``extra``: {name: EEG (T, C)} also reconstructed (each z-scored on its own, like a test trial),
+    returned in ``info["extra"]``.
+    """
     from task2_regression.predict import load_run_model, predict_segments
     from task2_regression.train import train
 
@@ -520,10 +545,13 @@ def engine_fold(fold: Fold, model_name: str, work_dir: Path, epochs: int | None 
     model, run_config = load_run_model(run_dir)
     predictions = predict_segments(model, run_config.get("target", "envelope"), [t.eeg for t in fold.test])
     out = {t.key: p[:, 0].astype(np.float64) for t, p in zip(fold.test, predictions)}
+    names = list(extra or {})
+    extra_pred = predict_segments(model, run_config.get("target", "envelope"), [extra[n] for n in names]) if names else []
     best_val = result.get("best_val")
     return out, {"best_val_r": None if best_val is None or not math.isfinite(best_val) else float(best_val),
                  "epochs_run": int(result.get("epochs_run", 0)), "val_trials": [t.name for t in fold.val],
-                 "window_s": config["data"]["window_s"]}
+                 "window_s": config["data"]["window_s"],
+                 "extra": {n: p[:, 0].astype(np.float64) for n, p in zip(names, extra_pred)}}
 
 
 # --------------------------------------------------------------------------- decision windows
@@ -601,8 +629,13 @@ def _check_out(out: Path, overwrite: bool) -> None:
 def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: int = FS_TASK2, band=DEFAULT_BAND,
             lags_ms=None, epochs: int | None = None, split_from_run=None, overwrite: bool = False,
             progress: bool = True, alphas: Sequence[float] = ALPHAS, command: str | None = None,
-            say: Callable[[str], None] | None = None) -> dict:
+            say: Callable[[str], None] | None = None, controls: bool = True, n_shifts: int = 100,
+            seed: int = 0) -> dict:
     """Run the pipeline (module docstring); returns {"rows", "trials", "report", "out", "layout"}.
+
+    ``controls``: the reconstruction r with the attended and the unattended envelope per held-out
+    trial and overall, beside the noise-EEG, circular-shift and mismatched-EEG controls
+    (``n_shifts`` shifts, ``seed`` for the noise and the shifts); see `_trial_controls`.
 
     Every argument is checked and the data read before anything is created under ``out``.
     """
@@ -624,6 +657,8 @@ def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: i
         raise EEGKitError("--epochs: only for the trained models (linear, vlaai_small); ridge is closed form")
     if epochs is not None and int(epochs) < 1:
         raise EEGKitError(f"--epochs {epochs}: must be >= 1")
+    if int(n_shifts) < 1:
+        raise EEGKitError(f"--n-shifts {n_shifts}: must be >= 1")
     band = parse_band(band, fs)
     lags_ms, lags = parse_lags(DEFAULT_LAGS_MS if lags_ms is None else lags_ms, fs)
     for window_s in windows:
@@ -675,9 +710,12 @@ def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: i
         trial_rows: list[dict] = []
         skipped: set = set()
         bar = tqdm(folds, desc=f"{model} folds", unit="fold", disable=not progress)
+        donors = _mismatched_donors(trials)
+        trial_controls: dict = {}
         for index, fold in enumerate(bar):
+            extra = _control_eeg(fold, donors, seed) if controls else {}
             if model == "ridge":
-                predictions, info = ridge_fold(fold, lags, alphas, cv)
+                predictions, info = ridge_fold(fold, lags, alphas, cv, extra=extra)
             else:
                 if out is None:
                     raise EEGKitError(f"--out: the {model} model needs an output folder for its fold training")
@@ -685,12 +723,15 @@ def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: i
                 work_dir = work_root / f"fold{index:03d}"
                 if work_dir.exists():
                     shutil.rmtree(work_dir)
-                predictions, info = engine_fold(fold, model, work_dir, epochs)
+                predictions, info = engine_fold(fold, model, work_dir, epochs, extra=extra)
                 shutil.rmtree(work_dir)
             for trial in fold.test:
                 recon = predictions[trial.key]
                 r_att = float(pearson_np(recon, trial.attended))
                 r_unatt = float(pearson_np(recon, trial.unattended))
+                if controls:
+                    trial_controls[trial.name] = _trial_controls(trial, recon, info["extra"], donors, n_shifts, seed,
+                                                                 r_att, r_unatt)
                 trial_rows.append({"subject": trial.subject, "trial": trial.trial, "model": model,
                                    "duration_s": len(trial.attended) / fs, "r_attended": r_att,
                                    "r_unattended": r_unatt, "correct": int(r_att > r_unatt),
@@ -707,6 +748,13 @@ def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: i
                     detail = (f"{info['epochs_run']} epoch(s), best val r "
                               f"{'n/a' if best is None else f'{best:.3f}'} on {', '.join(info['val_trials'])}")
                 line = f"{trial.name}: r(attended) {r_att:+.3f}  r(unattended) {r_unatt:+.3f}  {detail}"
+                if controls:
+                    block = trial_controls[trial.name]
+                    shift = block["controls"]["circular_shift"]
+                    line += (f"\n  controls: noise EEG {_fmt_r(block['controls']['noise_eeg']['score'])}  "
+                             f"circular shift mean {_fmt_r(shift and shift['mean'])} p95 {_fmt_r(shift and shift['p95'])}"
+                             f" p {_fmt_r(shift and shift['p_value'], '{:.3f}')}  mismatched EEG "
+                             f"{_fmt_r(block['controls']['mismatched_eeg']['score'])}")
                 if bar.disable:
                     say(line)
                 else:
@@ -729,6 +777,8 @@ def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: i
         else:
             atomic_write_text(out / "correlations.csv", csv_text)
             report = score_correlations(load_correlations(out / "correlations.csv"))
+        if controls:
+            report.update(_overall_controls(trial_controls, n_shifts, report.get("warnings", [])))
         report["pipeline"] = {
             "model": model, "data": str(data), "layout": layout, "fs": fs,
             "band_hz": None if band is None else list(band), "evaluation": evaluation,
@@ -739,6 +789,8 @@ def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: i
             "skipped_windows_s": [format(w, "g") for w in sorted(skipped)], "trials": trial_rows,
         }
         say(format_report(report))
+        if controls:
+            say(format_reconstruction(report))
         if out is not None:
             atomic_write_text(out / "trials.csv", _csv_text(trial_rows, list(trial_rows[0])))
             write_report(report, out / "report.json", plot=out / "report.png")
@@ -753,6 +805,121 @@ def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: i
     finally:
         if work_root is not None and work_root.exists():
             shutil.rmtree(work_root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- controls
+def _mismatched_donors(trials: Sequence[Trial]) -> dict:
+    """{trial key: the Trial whose EEG is its mismatched control}: another trial of the same subject
+    (the next one, cyclically: another stimulus in both layouts), or None for a subject's only trial."""
+    from evaluation.controls import mismatched_pairs
+
+    ordered = sorted(trials, key=lambda t: (t.subject, t.trial))
+    pairs = mismatched_pairs([(t.subject, t.trial) for t in ordered])
+    return {t.key: (None if j is None else ordered[j]) for t, j in zip(ordered, pairs)}
+
+
+def _control_eeg(fold: Fold, donors: dict, seed: int) -> dict:
+    """The controls' EEG of the fold's test trials: {"noise|S|trial": Gaussian EEG with the trial's
+    per-channel mean and std, "mismatched|S|trial": the donor trial's EEG}."""
+    from evaluation.controls import noise_eeg
+
+    extra = {}
+    for trial in fold.test:
+        rng = np.random.default_rng([int(seed), int(trial.trial), sum(map(ord, trial.subject))])
+        extra[f"noise|{trial.subject}|{trial.trial}"] = noise_eeg(trial.eeg, rng)
+        donor = donors.get(trial.key)
+        if donor is not None:
+            extra[f"mismatched|{trial.subject}|{trial.trial}"] = donor.eeg
+    return extra
+
+
+def _trial_controls(trial: Trial, recon: np.ndarray, extra_pred: dict, donors: dict, n_shifts: int, seed: int,
+                    r_att: float, r_unatt: float) -> dict:
+    """r with both envelopes and the controls of one held-out trial (the block of `evaluation.controls`).
+
+    The controls are on r(attended): noise EEG (the fold's model on Gaussian EEG), circular shift
+    (the reconstruction against the attended envelope shifted by >= 2 s), mismatched EEG (the
+    reconstruction from another trial's EEG against this trial's attended envelope, cut to the
+    shorter of the two). ``_null`` keeps the null draws for the overall null (not for JSON).
+    """
+    from evaluation.controls import circular_shift_null, control_report
+
+    noise = extra_pred.get(f"noise|{trial.subject}|{trial.trial}")
+    mismatched = extra_pred.get(f"mismatched|{trial.subject}|{trial.trial}")
+    noise_r = None if noise is None else float(pearson_np(noise, trial.attended))
+    mismatched_r = None
+    if mismatched is not None:
+        n = min(len(mismatched), len(trial.attended))
+        mismatched_r = float(pearson_np(mismatched[:n], trial.attended[:n]))
+    n = min(len(recon), len(trial.attended))
+    rng = np.random.default_rng([int(seed), 1, int(trial.trial), sum(map(ord, trial.subject))])
+    try:
+        null = circular_shift_null(recon[:n], trial.attended[:n], trial.fs, n_shifts=n_shifts, rng=rng,
+                                   observed=r_att)
+    except ValueError:  # shorter than two 2-s shifts
+        null = None
+    block = control_report(r_att, noise_r, null, mismatched_r)
+    donor = donors.get(trial.key)
+    return {"r_attended": r_att, "r_unattended": r_unatt, **block,
+            "mismatched_trial": None if donor is None else donor.name, "_null": null}
+
+
+def _overall_controls(trial_controls: dict, n_shifts: int, warnings: Sequence[str]) -> dict:
+    """Mean r(attended) / r(unattended) over the held-out trials with the controls of the mean.
+
+    The overall null's draw k is the mean of the trials' draws k (`evaluation.controls.combine_nulls`);
+    significance per trial is Holm-corrected across the trials.
+    """
+    from evaluation.controls import combine_nulls, control_report, significance_block
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    blocks = list(trial_controls.values())
+    r_att = mean([b["r_attended"] for b in blocks])
+    nulls = [b["_null"] for b in blocks if b["_null"] is not None]
+    overall = control_report(r_att, mean([b["controls"]["noise_eeg"]["score"] for b in blocks]),
+                             combine_nulls(nulls, r_att) if nulls else None,
+                             mean([b["controls"]["mismatched_eeg"]["score"] for b in blocks]))
+    significance = significance_block({name: (b["_null"] or {}).get("p_value")
+                                       for name, b in trial_controls.items()}, n_shifts)
+    significance["unit"] = "held-out trial"
+    per_trial = {name: {k: v for k, v in b.items() if k != "_null"} for name, b in trial_controls.items()}
+    for name, block in per_trial.items():
+        overall["warnings"] += [f"{name}: {w}" for w in block["warnings"]]
+    overall["warnings"] += significance.pop("warnings")
+    reconstruction = {"r_attended": r_att, "r_unattended": mean([b["r_unattended"] for b in blocks]),
+                      "n_trials": len(blocks), **overall, "per_trial": per_trial, "significance": significance,
+                      "n_shifts": int(n_shifts)}
+    return {"reconstruction": reconstruction, "controls": overall["controls"],
+            "score_above_noise": overall["score_above_noise"],
+            "warnings": list(warnings) + [w for w in overall["warnings"] if w not in warnings]}
+
+
+def _fmt_r(value, fmt: str = "{:+.3f}") -> str:
+    return "n/a" if value is None else fmt.format(value)
+
+
+def format_reconstruction(report: dict) -> str:
+    """The printout of the reconstruction r per trial and overall, with the three controls."""
+    rec = report["reconstruction"]
+    lines = ["envelope reconstruction (r over each whole held-out trial; controls on r(attended)):",
+             f"{'trial':<22}{'r att':>8}{'r unatt':>9}{'noise EEG':>11}{'shift mean':>12}{'shift p95':>11}"
+             f"{'p':>7}{'mismatched':>12}"]
+    rows = list(rec["per_trial"].items()) + [("mean over trials", rec)]
+    for name, block in rows:
+        shift = block["controls"]["circular_shift"] or {}
+        lines.append(f"{name:<22}{_fmt_r(block['r_attended']):>8}{_fmt_r(block['r_unattended']):>9}"
+                     f"{_fmt_r(block['controls']['noise_eeg']['score']):>11}{_fmt_r(shift.get('mean')):>12}"
+                     f"{_fmt_r(shift.get('p95')):>11}{_fmt_r(shift.get('p_value'), '{:.3f}'):>7}"
+                     f"{_fmt_r(block['controls']['mismatched_eeg']['score']):>12}")
+    sig = rec["significance"]
+    lines.append(f"r(attended) above its circular-shift null (p < {sig['alpha']:g}, {sig['correction']} over "
+                 f"{sig['n_subjects']} trials, {rec['n_shifts']} shifts): {', '.join(sig['significant']) or 'none'}")
+    lines.append(f"score above noise: {_fmt_r(rec['score_above_noise'])}")
+    lines += [f"WARNING: {w}" for w in rec["warnings"]]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -797,6 +964,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "checkpoint (train on its train+val trials, test on its test trials) instead of "
                              "leave-one-trial-out; KUL layout only")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out folder (files are replaced)")
+    parser.add_argument("--no-controls", action="store_true",
+                        help="leave out the controls of r(attended): noise EEG, circular shift, mismatched EEG "
+                             "(another trial's EEG); on by default")
+    parser.add_argument("--n-shifts", type=int, default=100,
+                        help="circular shifts (>= 2 s) of the null per held-out trial (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and the shifts (default 0)")
     parser.add_argument("--no-progress", action="store_true",
                         help="hide progress bars (they are also hidden when stderr is not a terminal)")
     return parser
@@ -807,7 +980,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_aad(args.data, args.model, args.out, windows=args.windows, fs=args.fs, band=args.band,
             lags_ms=args.lags_ms, epochs=args.epochs, split_from_run=args.split_from_run, overwrite=args.overwrite,
-            progress=not args.no_progress, command="python -m speaker_extraction.experiments.aad " + shlex.join(argv))
+            progress=not args.no_progress, command="python -m speaker_extraction.experiments.aad " + shlex.join(argv),
+            controls=not args.no_controls, n_shifts=args.n_shifts, seed=args.seed)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Reproduce the seed paper's Task 2 tables (small CPU-sized models) on a dataset with a held-out test set.
 
     python -m task2_regression.experiments.paper_tables --data DATASET [--out results/task2] \
-        [--epochs-scale F] [--cache-dir DIR] [--threads N] [--rows a,b] [--quick]
+        [--epochs-scale F] [--cache-dir DIR] [--threads N] [--rows a,b] [--quick] [--merge] \
+        [--no-costly-controls]
 
 Rows (reference section 4; the paper's numbers are on the authors' validation subjects 27-42):
   Table 1: Linear (added; paper column: the organisers' baseline on the 2024 test set), VLAAI, DPRNN,
@@ -17,6 +18,12 @@ DATASET/test_set/TASK2_regression with `task2_regression.predict`, checked with 
 validator (the exact challenge format), and scored against DATASET/test_set/labels with
 `evaluation.task2.score` -- the test labels are used only for this final scoring. A within-subject
 score (`task2_regression.evaluate`, split_data test split) is given as an extra column.
+
+Controls (every row, held-out and within-subject; `evaluation.controls`): the noise-EEG control,
+the circular-shift null (mean, p95, permutation p; Holm across subjects) and the mismatched-EEG
+control, with the score above noise and the warning when the noise control exceeds the null's
+p95 ("## Controls" in tables.md). `--no-costly-controls` keeps only the null. `--merge` keeps the
+other rows of an existing results.json, so a long remake can run as several commands.
 
 Configs are the *_small.yaml versions (and this task's ablation configs) so that the whole table
 trains on one thread of a shared 2-core CPU: on the default synthetic dataset
@@ -95,35 +102,36 @@ def row_config(row: Row, epochs_scale: float, quick: bool) -> dict:
 
 
 def shuffle_within_subject(seed: int):
-    """EEG transform for the control: a random derangement of the segments within each subject.
+    """The mismatched-EEG control of the test set (`task2_regression.predict.mismatched_control`)."""
+    from task2_regression.predict import mismatched_control
 
-    A subject with a single segment gets that segment circularly shifted by half its length in time
-    instead (the same "EEG no longer aligned with its stimulus" null).
+    return mismatched_control(seed)
+
+
+def score_predictions(subjects: dict, pred_dir: Path, test_dir: Path, labels_dir: Path,
+                      noise: dict | None = None, mismatched: dict | None = None, n_shifts: int = 100) -> dict:
+    """Write predictions, check them with submit.py's validator, score with evaluation.task2 and its controls.
+
+    ``noise`` / ``mismatched``: the same model's {subject: {id: prediction}} on noise / mismatched
+    EEG (`task2_regression.predict.noise_control` / `mismatched_control`), or None.
     """
-    def transform(subject: str, ids: list[str], segments: list[np.ndarray]) -> list[np.ndarray]:
-        if len(segments) < 2:
-            return [np.roll(segment, segment.shape[0] // 2, axis=0) for segment in segments]
-        rng = np.random.default_rng(seed + sum(map(ord, subject)))
-        order = rng.permutation(len(segments))
-        shifted = np.roll(order, 1)  # segment order[i] gets the EEG of order[i-1]: nobody keeps its own
-        out = list(segments)
-        for target_index, source_index in zip(order, shifted):
-            out[target_index] = segments[source_index]
-        return out
-    return transform
-
-
-def score_predictions(subjects: dict, pred_dir: Path, test_dir: Path, labels_dir: Path) -> dict:
-    """Write predictions, check them with submit.py's validator, score with evaluation.task2."""
     import submit
-    from evaluation.task2 import load_labels, load_predictions, score
+    from evaluation.task2 import load_labels, load_predictions, score_with_controls
     from task2_regression.predict import write_predictions
 
     write_predictions(subjects, pred_dir)
     _, problems = submit.validate(pred_dir, submit.load_mappings(test_dir))
     if problems:
         raise EEGKitError(f"{pred_dir}: submission check failed: {problems[0]} ({len(problems)} problems)")
-    return score(load_predictions(pred_dir), load_labels(labels_dir))
+
+    def merged(by_subject):
+        return None if by_subject is None else {i: p for segs in by_subject.values() for i, p in segs.items()}
+
+    return score_with_controls(load_predictions(pred_dir), load_labels(labels_dir), merged(noise), merged(mismatched),
+                               n_shifts=n_shifts)
+
+
+CONTROL_KEYS = ("controls", "score_above_noise", "warnings", "per_subject_controls", "significance")
 
 
 def within_segment_s(data_dir: Path, wanted: float = 30.0) -> float:
@@ -138,7 +146,7 @@ def within_segment_s(data_dir: Path, wanted: float = 30.0) -> float:
 def run_row(row: Row, args, out: Path, data: Path, segment_s: float, log) -> dict:
     from task2_regression.evaluate import evaluate_within_subject
     from util.training import count_parameters
-    from task2_regression.predict import load_run_model, predict_test_set
+    from task2_regression.predict import load_run_model, noise_control, predict_test_set
     from task2_regression.train import train
 
     test_dir = data / "test_set" / "TASK2_regression"
@@ -150,20 +158,76 @@ def run_row(row: Row, args, out: Path, data: Path, segment_s: float, log) -> dic
     train_s = time.time() - start
     model, resolved = load_run_model(run_dir, "best")
     subjects = predict_test_set(run_dir, test_dir, "best", progress=False)
-    heldout = score_predictions(subjects, out / "predictions" / row.key, test_dir, labels_dir)
-    within = evaluate_within_subject(run_dir, data, "test", segment_s, "best", progress=False)
+    costly = not getattr(args, "no_costly_controls", False)
+    noise = mismatched = None
+    if costly:
+        noise = predict_test_set(run_dir, test_dir, "best", eeg_transform=noise_control(0), progress=False)
+        mismatched = predict_test_set(run_dir, test_dir, "best", eeg_transform=shuffle_within_subject(0),
+                                      progress=False)
+    n_shifts = int(getattr(args, "n_shifts", 200))
+    heldout = score_predictions(subjects, out / "predictions" / row.key, test_dir, labels_dir, noise, mismatched,
+                                n_shifts)
+    within = evaluate_within_subject(run_dir, data, "test", segment_s, "best", progress=False,
+                                     costly_controls=costly, n_shifts=n_shifts)
     entry = {"key": row.key, "label": row.label, "config": row.config, "paper": row.paper,
              "targets": resolved["targets"], "epochs_run": result["epochs_run"], "best_val": result["best_val"],
+             "select_on": result.get("select_on", "score"), "val_noise_eeg": _best_val_noise(run_dir, result.get("select_on", "score")),
              "parameters": count_parameters(model), "train_s": round(train_s, 1), "heldout": heldout,
-             "within": {k: within[k] for k in ("score", "std_over_subjects", "per_band", "n_segments")}}
-    log(f"[{row.key}] held-out {heldout['score']:.4f} +- {heldout['std_over_subjects']:.4f}, within-subject "
-        f"{within['score']:.4f}, val {result['best_val']:.4f}, {train_s:.0f} s")
-    if row.key == "proposed":
-        shuffled = predict_test_set(run_dir, test_dir, "best", eeg_transform=shuffle_within_subject(0), progress=False)
-        control = score_predictions(shuffled, out / "predictions" / "proposed_eeg_shuffled", test_dir, labels_dir)
+             "within": {k: within[k] for k in ("score", "std_over_subjects", "per_band", "n_segments") + CONTROL_KEYS}}
+    log(f"[{row.key}] held-out {heldout['score']:.4f} +- {heldout['std_over_subjects']:.4f} "
+        f"(noise EEG {_fmt(heldout['controls']['noise_eeg']['score'])}), within-subject "
+        f"{within['score']:.4f} (noise EEG {_fmt(within['controls']['noise_eeg']['score'])}), "
+        f"val {result['best_val']:.4f}, {train_s:.0f} s")
+    for where, report in (("held-out", heldout), ("within-subject", within)):
+        for warning in report["warnings"]:
+            log(f"[{row.key}] {where} WARNING: {warning}")
+    if row.key == "proposed" and mismatched is not None:
+        from evaluation.task2 import score as plain_score
+
+        from evaluation.task2 import load_labels
+
+        control = plain_score({i: p for segs in mismatched.values() for i, p in segs.items()}, load_labels(labels_dir))
         entry["shuffled_control"] = control
         log(f"[proposed] EEG-shuffled control {control['score']:.4f} +- {control['std_over_subjects']:.4f}")
     return entry
+
+
+def _best_val_noise(run_dir: Path, select_on: str) -> float | None:
+    """The validation noise-EEG control in log.csv at the epoch that chose best.pt (None if not logged)."""
+    import csv
+
+    from task2_regression.train import SELECT_ON
+
+    path = Path(run_dir) / "log.csv"
+    rows = [r for r in csv.DictReader(path.read_text().splitlines()) if r.get("val_noise_eeg")] if path.is_file() else []
+    if not rows:
+        return None
+    column = SELECT_ON.get(select_on, "val_pearson")
+    return float(max(rows, key=lambda r: float(r[column]))["val_noise_eeg"])
+
+
+CONTROLS_HEAD = ("| system | scored on | score | noise EEG | circular shift: mean / p95 (p) | mismatched EEG | "
+                 "score above noise | significant subjects (Holm, p < 0.05) | warning |\n"
+                 "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+CONTROLS_NOTE = ("Controls (`evaluation.controls`): the same model on Gaussian EEG with the recording's per-channel "
+                 "mean and std (noise EEG: the EEG-independent part of the score); the labels circularly shifted "
+                 "by >= 2 s, 200 times unless `--n-shifts` says otherwise (null mean, 95th percentile, permutation p of the overall score); the EEG of "
+                 "another segment (held-out test set: a derangement within the subject) or another recording of "
+                 "the same subject, another stimulus where one exists (within-subject). Warning: the noise "
+                 "control exceeds the null's 95th percentile (the score contains an EEG-independent part).")
+
+
+def control_line(label: str, where: str, report: dict) -> str:
+    """One markdown row: a score beside its three controls."""
+    controls = report.get("controls") or {}
+    shift = controls.get("circular_shift")
+    shift_text = "--" if not shift else f"{shift['mean']:.4f} / {shift['p95']:.4f} ({shift['p_value']:.3f})"
+    sig = report.get("significance") or {}
+    n_sig = "--" if not sig else f"{len(sig['significant'])} of {sig['n_subjects']}"
+    warned = any(w.startswith("the score contains") for w in report.get("warnings", []))
+    return (f"| {label} | {where} | {_fmt(report['score'])} | {_fmt((controls.get('noise_eeg') or {}).get('score'))} | "
+            f"{shift_text} | {_fmt((controls.get('mismatched_eeg') or {}).get('score'))} | "
+            f"{_fmt(report.get('score_above_noise'))} | {n_sig} | {'**EEG-independent part**' if warned else '--'} |")
 
 
 def _fmt(value: float | None, std: float | None = None) -> str:
@@ -202,6 +266,13 @@ def markdown(results: dict, command: str, quick: bool, segment_s: float) -> str:
                   "| system | expected | ours: held-out test subjects |", "| --- | --- | --- |",
                   f"| Proposed, EEG segments permuted within subject | ~0 | "
                   f"{_fmt(control['score'], control['std_over_subjects'])} |"]
+    parts += ["", "## Controls (every row)", "", CONTROLS_NOTE, "", CONTROLS_HEAD]
+    for key, e in results.items():
+        for where, name in (("heldout", "held-out"), ("within", "within-subject")):
+            parts.append(control_line(e["label"], name, e[where]))
+    parts += ["", "Validation (model selection, `train.select_on`): "
+              + "; ".join(f"{e['label']} {_fmt(e['best_val'])} on {e.get('select_on', 'score')}"
+                          f" (noise EEG {_fmt(e.get('val_noise_eeg'))})" for e in results.values())]
     parts += ["", "## Orderings (ours on the held-out test subjects vs the paper)", ""]
     for title, keys in (("Table 1", [k for k in TABLE1 if k in results]), ("Table 2", [k for k in TABLE2 if k in results])):
         if len(keys) < 2:
@@ -228,13 +299,18 @@ def bar_plot(results: dict, png: Path, quick: bool) -> None:
     keys = list(results)
     x = np.arange(len(keys))
     ours = [results[k]["heldout"]["score"] for k in keys]
+    noise = [((results[k]["heldout"].get("controls") or {}).get("noise_eeg") or {}).get("score") for k in keys]
+    noise = [np.nan if v is None else v for v in noise]
+    p95 = [((results[k]["heldout"].get("controls") or {}).get("circular_shift") or {}).get("p95", np.nan) for k in keys]
     ours_std = [results[k]["heldout"]["std_over_subjects"] for k in keys]
     within = [results[k]["within"]["score"] for k in keys]
     paper = [results[k]["paper"] if results[k]["paper"] is not None else np.nan for k in keys]
     fig, ax = plt.subplots(figsize=(max(7, 1.2 * len(keys)), 4))
-    ax.bar(x - 0.27, paper, 0.27, label="paper", color="tab:gray")
-    ax.bar(x, ours, 0.27, yerr=ours_std, capsize=3, label="ours, held-out subjects", color="tab:blue")
-    ax.bar(x + 0.27, within, 0.27, label="ours, within-subject", color="tab:orange")
+    ax.bar(x - 0.3, paper, 0.2, label="paper", color="tab:gray")
+    ax.bar(x - 0.1, ours, 0.2, yerr=ours_std, capsize=3, label="ours, held-out subjects", color="tab:blue")
+    ax.bar(x + 0.1, noise, 0.2, label="held-out, noise-EEG control", color="tab:red")
+    ax.bar(x + 0.3, within, 0.2, label="ours, within-subject", color="tab:orange")
+    ax.scatter(x - 0.1, p95, marker="_", s=200, color="k", zorder=3, label="held-out, circular-shift null p95")
     if "proposed" in results and "shuffled_control" in results["proposed"]:
         ax.axhline(results["proposed"]["shuffled_control"]["score"], color="k", ls="--", lw=1,
                    label="proposed, EEG shuffled")
@@ -261,6 +337,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "set it to leave a shared dataset folder untouched)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (default 1: runs side by side with other jobs on a shared box)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other rows of an existing OUT/results.json and re-make the tables from all "
+                             "of them (to split a long remake into several commands)")
+    parser.add_argument("--n-shifts", type=int, default=200,
+                        help="circular shifts per subject for the null (default 200: enough for Holm over 8 "
+                             "subjects to reach p < 0.05)")
+    parser.add_argument("--no-costly-controls", action="store_true",
+                        help="leave out the controls that rerun each model (noise EEG, mismatched EEG); the "
+                             "circular-shift null stays")
     parser.add_argument("--rows", default=",".join(ROWS),
                         help=f"comma-separated subset of rows to run (default all: {','.join(ROWS)})")
     args = parser.parse_args(argv)
@@ -289,13 +374,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.time()
     results: dict[str, dict] = {}
+    commands = [command]
+    if args.merge and (out / "results.json").is_file():
+        previous = json.loads((out / "results.json").read_text())
+        if bool(previous.get("quick")) != bool(args.quick):
+            raise EEGKitError(f"--merge: {out / 'results.json'} was made {'with' if previous.get('quick') else 'without'} "
+                              "--quick; merge only runs of the same kind")
+        results = {k: v for k, v in previous.get("rows", {}).items() if k not in keys}
+        commands = [c for c in previous.get("commands", [previous.get("command")]) if c] + commands
     for key in keys:
         results[key] = run_row(ROWS[key], args, out, data, segment_s, log)
-        atomic_write_json(out / "results.json", {"command": command, "quick": args.quick, "within_segment_s": segment_s,
-                                                 "threads": args.threads, "rows": results}, indent=2)
-    atomic_write_text(out / "tables.md", markdown(results, command, args.quick, segment_s))
+        results = {k: results[k] for k in ROWS if k in results}  # table order
+        atomic_write_json(out / "results.json", {"command": command, "commands": commands, "quick": args.quick,
+                                                 "within_segment_s": segment_s, "threads": args.threads,
+                                                 "rows": results}, indent=2)
+    atomic_write_text(out / "tables.md", markdown(results, " && ".join(f"`{c}`" for c in commands)[1:-1],
+                                                  args.quick, segment_s))
     bar_plot(results, out / "scores.png", args.quick)
-    atomic_write_text(out / "COMMAND.txt", command + "\n")
+    atomic_write_text(out / "COMMAND.txt", "\n".join(commands) + "\n")
     log(f"wrote {out / 'tables.md'}, {out / 'scores.png'}, {out / 'results.json'} in {time.time() - start:.0f} s")
     return 0
 
