@@ -19,6 +19,13 @@ for the cores and the wall-clock figures are pessimistic.
 per window of the small model as it was first committed (``small_before``:
 L=32, full 4-s windows) and of ``neurospex_small.yaml`` now (L=64, trained on
 ``train.crop_s`` crops), and prints the ratio.
+
+``--paths`` times, for each config in one process, the plain fp32 path (``conv_impl: native``, the
+per-tensor Adam loop) against the fast paths (GEMM/channel-last convs, make_adam, fp32 or bf16 via
+util.trainer.set_precision, the mechanism the trainer uses), interleaved round by round with the fp32
+and bf16 matmul peaks (benchmarks/speed.py): training step (batch ``--train-batch`` of
+``--window-s`` windows) and batch-1 inference (real-time factor), each with its ratio to plain
+(median, 25-75 % range of the per-round ratios) and % of the peak of the precision in use.
 """
 from __future__ import annotations
 
@@ -181,6 +188,90 @@ def train_speed(args: argparse.Namespace) -> int:
     return 0
 
 
+PATHS = [  # (label, conv_impl, precision, fast Adam); the first is the reference
+    ("plain fp32", "native", "fp32", False),
+    ("fast fp32 native conv", "native", "fp32", True),
+    ("fast fp32 gemm conv", "gemm", "fp32", True),
+    ("fast bf16 native conv", "native", "bf16", True),
+    ("fast bf16 gemm conv", "gemm", "bf16", True),
+]
+
+
+def paths(args: argparse.Namespace) -> int:
+    """Plain vs fast paths per config, interleaved with the matmul peaks in this process."""
+    import torch
+
+    from benchmarks.speed import count_flops, fmt_range, interleave, peak_fns, peak_rows, summary
+    from speaker_extraction.models import build_model
+    from util.trainer import make_adam, set_precision
+
+    torch.set_num_threads(args.train_threads)
+    report = {}
+    for name in args.configs:
+        model_cfg = load_model_config(name)
+        torch.manual_seed(0)
+        state = build_model({**model_cfg, "conv_impl": "native"}).state_dict()
+        generator = torch.Generator().manual_seed(0)
+        wanted = [p for p in PATHS if not args.variants or p[0] in args.variants]
+        fns, flops = {}, {}
+        for label, impl, precision, fast_adam in wanted:
+            train_model = set_precision(build_model({**model_cfg, "conv_impl": impl}), precision)
+            train_model.load_state_dict(state)
+            infer_model = set_precision(build_model({**model_cfg, "conv_impl": impl}), precision)
+            infer_model.load_state_dict(state)
+            infer_model.eval()
+            mixture, eeg, target = make_inputs(args.train_batch, args.window_s, train_model.eeg_channels, generator)
+            one_mixture, one_eeg = mixture[:1].clone(), eeg[:1].clone()
+            optimizer = (make_adam(train_model.parameters(), 1e-4, (0.9, 0.999), torch.device("cpu")) if fast_adam
+                         else torch.optim.Adam(train_model.parameters(), lr=1e-4, foreach=False))
+
+            def step(model=train_model, optimizer=optimizer, mixture=mixture, eeg=eeg, target=target):
+                optimizer.zero_grad(set_to_none=True)
+                loss = (model(mixture, eeg) - target).pow(2).mean()
+                loss.backward()
+                optimizer.step()
+
+            def infer(model=infer_model, mixture=one_mixture, eeg=one_eeg):
+                with torch.no_grad():
+                    model(mixture, eeg)
+
+            fns[f"{label}|train"], fns[f"{label}|infer"] = step, infer
+            flops[f"{label}|train"], flops[f"{label}|infer"] = count_flops(step), count_flops(infer)
+        peaks, peak_flops = peak_fns()
+        fns["peak fp32"], fns["peak bf16"] = peaks["fp32"], peaks["bf16"]
+        print(f"{name}: {args.rounds} interleaved rounds ...", file=sys.stderr, flush=True)
+        times = interleave(fns, args.rounds)
+        rows = []
+        for label, _, precision, _ in wanted:
+            row = {"variant": label, "precision": precision}
+            for kind in ("train", "infer"):
+                row[kind] = summary(times, f"{label}|{kind}", reference=f"{wanted[0][0]}|{kind}",
+                                    flops=flops[f"{label}|{kind}"], peak_label=f"peak {precision}",
+                                    peak_flops=peak_flops)
+                row[kind]["times"] = times[f"{label}|{kind}"]
+            row["infer"]["rtf"] = row["infer"]["s"] / args.window_s
+            rows.append(row)
+        peak = peak_rows(times, peak_flops)
+        report[name] = {"rows": rows, "peaks": peak}
+        print(f"\n{name}: {args.train_threads} threads, train batch {args.train_batch} x {args.window_s:g} s, "
+              f"inference batch 1 x {args.window_s:g} s; {args.rounds} interleaved rounds; medians; x = plain fp32 "
+              f"time / variant time (25-75 % range of per-round ratios); %peak of the variant's precision")
+        print("matmul peak (2048^2, best of 3 per round): " + ", ".join(
+            f"{k} {v['gflops']:.0f} GFLOP/s ({fmt_range(v['iqr'])})" for k, v in peak.items()))
+        print(f"{'variant':24s}{'train s':>9s}{'x plain':>8s}{'(IQR)':>11s}{'GF/s':>7s}{'%peak':>7s}"
+              f"{'infer s':>9s}{'RTF':>7s}{'x plain':>8s}{'(IQR)':>11s}{'%peak':>7s}")
+        for row in rows:
+            t, i = row["train"], row["infer"]
+            print(f"{row['variant']:24s}{t['s']:>9.3f}{t['ratio']:>8.2f}{fmt_range(t['ratio_iqr']):>11s}"
+                  f"{t['gflops']:>7.1f}{t['pct_peak']:>7.1f}{i['s']:>9.3f}{i['rtf']:>7.3f}{i['ratio']:>8.2f}"
+                  f"{fmt_range(i['ratio_iqr']):>11s}{i['pct_peak']:>7.1f}")
+    if args.json_out is not None:
+        from util.atomic import atomic_write_json
+
+        atomic_write_json(args.json_out, {"paths": report})
+    return 0
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -199,6 +290,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-train", action="store_true", help="skip the training measurement")
     parser.add_argument("--train-speed", action="store_true",
                         help="compare the small config's training cost before/after the speed work (1 thread)")
+    parser.add_argument("--paths", action="store_true",
+                        help="plain fp32 vs fast paths (conv_impl, bf16, make_adam) per config, interleaved "
+                             "with the matmul peaks in one process (uses --train-threads, --rounds)")
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="--paths: variant labels to time (the first is the reference); default all")
     parser.add_argument("--params-only", action="store_true", help="print the parameter table and exit")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all figures to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -231,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_model_config(name)  # fail early with a one-line error on a bad config
     if args.train_speed:
         return train_speed(args)
+    if args.paths:
+        return paths(args)
     print("\n".join(parameter_table(args.configs)))
     if args.params_only:
         return 0

@@ -10,17 +10,20 @@ subprocess (so peak memory is that config's alone):
                  folded where the model supports it), batch `--infer-batch`;
   peak RSS       ru_maxrss of the worker process (MiB) and its growth over the RSS
                  after the model was built;
-  GFLOP/s        FLOPs counted with torch.utils.flop_counter.FlopCounterMode
-                 (matmul/conv/attention only) divided by the measured time, and as a
-                 percentage of this CPU's float32 matmul peak (timed first).
-Then the CAT-WaveNet ablation (variants timed interleaved for `--rounds` rounds in a
-rotating order; median time, speed-up = plain median / variant median, with the 25-75 %
-range of the per-round ratios as the spread) (`--ablation-config`, default cat_wavenet_small):
-plain reference path vs each optimisation, all in one process, as speed-up ratios
-over plain: fused gate, SDPA attention, folded weight norm (inference only), all
-three, chunked attention, and with `--compile` / `--bf16` torch.compile (mode='default',
-dynamic=False; its warm-up limited to `--compile-timeout` s, otherwise reported as not
-measured) and bf16 autocast on top of the fast path.
+  GFLOP/s, %peak FLOPs of every kernel (benchmarks/speed.count_flops: FlopCounterMode plus the CPU
+                 SDPA kernels it misses) over the measured time, and as a percentage of the matmul
+                 peak of the precision in use (the config's train.precision), fp32 and bf16 peaks
+                 timed in the same worker, interleaved with the model rounds (`--iters` rounds).
+Each config runs as it trains: its model options (conv_impl auto = GEMM convs on CPU), its
+train.precision, Adam via util.trainer.make_adam (foreach on CPU, fused on CUDA).
+Then the ablation (`--ablation-config`, default cat_wavenet_small; `--variants` picks rows): the
+plain fp32 path (fast=False: plain gate and attention, full attention, nn.Conv1d, per-tensor Adam)
+against the fast paths (fused gate, SDPA, the config's attention chunk, folded weight norm at
+inference, make_adam) with nn.Conv1d or GEMM convs, in fp32 or bf16 (util.trainer.set_precision),
+optionally `--compile`; all with the same weights in one process, timed interleaved for `--rounds`
+rounds in a rotating order together with the fp32 and bf16 matmul peaks. Reported: median seconds,
+x plain = plain median / variant median with the 25-75 % range of the per-round ratios, GFLOP/s and
+% of the same round's peak of the variant's precision (median, 25-75 % range).
 
 Example: python -m benchmarks.task2_models --quick --threads 2
 """
@@ -37,7 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from tqdm import tqdm
+
+from benchmarks.speed import count_flops, fmt_range, interleave, peak_fns, peak_rows, summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,18 +60,6 @@ def _current_rss_mib() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
-    """Best float32 matmul throughput (GFLOP/s) over `repeats` timings of size x size."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
-
-
 def build(name: str, overrides: dict | None = None):
     """Model of config `name` with all its targets; returns (model, config)."""
     from task2_regression.models import build_model
@@ -80,12 +72,7 @@ def build(name: str, overrides: dict | None = None):
 
 
 def _count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
-    return counter.get_total_flops()
+    return count_flops(fn)
 
 
 def _time(fn, iters: int) -> float:
@@ -97,9 +84,14 @@ def _time(fn, iters: int) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def _train_step_fn(model, batch: int, n_samples: int):
+def _train_step_fn(model, batch: int, n_samples: int, fast_adam: bool = True):
+    """One training step: forward, a loss, backward, Adam (fused like util.trainer.fit, or the
+    per-tensor loop of the plain path)."""
+    from util.trainer import make_adam
+
     eeg = torch.randn(batch, n_samples, 64)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = (make_adam(model.parameters(), 1e-4, (0.9, 0.999), eeg.device) if fast_adam
+                 else torch.optim.Adam(model.parameters(), lr=1e-4, foreach=False))
     model.train()
 
     def step():
@@ -123,121 +115,116 @@ def _infer_fn(model, batch: int, n_samples: int):
 
 
 def worker(name: str, args) -> dict:
-    """Measure one config (run in a fresh subprocess)."""
+    """Measure one config (run in a fresh subprocess) as it trains: its model options, its train.precision,
+    the conv path ``auto`` picks here, make_adam; the fp32/bf16 matmul peaks interleaved with it."""
+    from util.trainer import set_precision
+
     torch.manual_seed(0)
     model, cfg = build(name)
     if not any(p.requires_grad for p in model.parameters()):
         raise SystemExit(f"{name}: model has no trainable parameters")
+    precision = str((cfg.get("train") or {}).get("precision", "fp32"))
+    set_precision(model, precision)
     rss_built = _current_rss_mib()
     n_params = sum(p.numel() for p in model.parameters())
     paper = name == "cat_wavenet"
     train_batch = 1 if paper else args.train_batch
     infer_batch = 1 if paper else args.infer_batch
-    iters = 1 if paper else args.iters
     train_samples = int(round(float(cfg.get("data", {}).get("window_s", 5.0)) * FS))
     if paper and args.quick:
         train_samples = 5 * FS  # 30-s windows x 90 M parameters is minutes per step on 2 cores
     step = _train_step_fn(model, train_batch, train_samples)
     train_flops = _count_flops(step)
-    train_s = _time(step, iters)
-    model.eval()
-    if hasattr(model, "fold_weight_norm"):
-        model.fold_weight_norm()
-    infer = _infer_fn(model, infer_batch, 30 * FS)
+    infer_model, _ = build(name)
+    infer_model.load_state_dict(model.state_dict())
+    infer_model.eval()
+    if hasattr(infer_model, "fold_weight_norm"):
+        infer_model.fold_weight_norm()
+    set_precision(infer_model, precision)
+    infer = _infer_fn(infer_model, infer_batch, 30 * FS)
     infer_flops = _count_flops(infer)
-    infer_s = _time(infer, iters)
+    peaks, peak_flops = peak_fns()
+    times = interleave({"train": step, "infer": infer, "peak fp32": peaks["fp32"], "peak bf16": peaks["bf16"]},
+                       max(args.iters, 1), progress=False)
+    peak_label = f"peak {precision}"
+    train = summary(times, "train", flops=train_flops, peak_label=peak_label, peak_flops=peak_flops)
+    inference = summary(times, "infer", flops=infer_flops, peak_label=peak_label, peak_flops=peak_flops)
     return {
-        "config": name, "params": n_params, "train_window_s": train_samples / FS,
-        "train_batch": train_batch, "train_windows_per_s": train_batch / train_s,
-        "train_gflops": train_flops / train_s / 1e9,
-        "infer_batch": infer_batch, "infer_segments_per_s": infer_batch / infer_s,
-        "infer_gflops": infer_flops / infer_s / 1e9,
+        "config": name, "params": n_params, "precision": precision, "train_window_s": train_samples / FS,
+        "train_batch": train_batch, "train_windows_per_s": train_batch / train["s"],
+        "train_gflops": train["gflops"], "train_pct_peak": train["pct_peak"],
+        "infer_batch": infer_batch, "infer_segments_per_s": infer_batch / inference["s"],
+        "infer_gflops": inference["gflops"], "infer_pct_peak": inference["pct_peak"],
+        "peaks": peak_rows(times, peak_flops),
         "peak_rss_mib": _rss_mib(), "rss_growth_mib": _rss_mib() - rss_built,
     }
 
 
-def ablation(name: str, args) -> list[dict]:
-    """Plain vs optimised CAT-WaveNet paths, same weights, side by side in one process."""
+# (label, model options, precision, fast Adam, fold weight norm at inference); "plain" is the reference
+VARIANTS = [
+    ("plain fp32", dict(fast=False, attention_chunk=None, conv_impl="native"), "fp32", False, False),
+    ("fast fp32 native conv", dict(conv_impl="native"), "fp32", True, True),
+    ("fast fp32 gemm conv", dict(conv_impl="gemm"), "fp32", True, True),
+    ("fast bf16 native conv", dict(conv_impl="native"), "bf16", True, True),
+    ("fast bf16 gemm conv", dict(conv_impl="gemm"), "bf16", True, True),
+]
+
+
+def ablation(name: str, args) -> tuple[list[dict], dict]:
+    """Plain fp32 vs the fast paths of one CAT-WaveNet config (same weights), interleaved in one process
+    with the fp32 and bf16 matmul peaks; returns (rows, peaks)."""
+    from util.trainer import set_precision
+
     torch.manual_seed(0)
     base, cfg = build(name, {"fast": False, "attention_chunk": None})
-    chunk = cfg["model"].get("attention_chunk") or 640
-    train_samples = int(round(float(cfg["data"]["window_s"]) * FS))
     state = base.state_dict()
-    variants = [
-        ("plain", dict(fused_gate=False, attention_impl="plain", attention_chunk=None), False),
-        ("fused gate", dict(fused_gate=True, attention_impl="plain", attention_chunk=None), False),
-        ("SDPA attention", dict(fused_gate=False, attention_impl="sdpa", attention_chunk=None), False),
-        ("folded weight norm", dict(fused_gate=False, attention_impl="plain", attention_chunk=None), True),
-        ("fast (gate+SDPA+fold)", dict(fused_gate=True, attention_impl="sdpa", attention_chunk=None), True),
-        (f"fast + chunk {chunk}", dict(fused_gate=True, attention_impl="sdpa", attention_chunk=chunk), True),
-    ]
-    extra = []  # on top of the path the config trains with (fast + its attention chunk)
-    if args.bf16:
-        extra.append((f"fast + chunk {chunk} + bf16", "bf16"))
-    if args.compile:
-        extra.append((f"fast + chunk {chunk} + compile", "compile"))
-    rows = []
-
-    def fresh(speed: dict, bf16: bool = False, compile_model: bool = False):
-        model, _ = build(name, {"fast": False})
-        model.load_state_dict(state)
-        model.set_speed(**speed)
-        model.bf16 = bf16
-        return model
-
-    fast_speed = dict(fused_gate=True, attention_impl="sdpa", attention_chunk=chunk)
-    specs = [(label, speed, fold, {}) for label, speed, fold in variants]
-    for label, kind in extra:
-        specs.append((label, fast_speed, True, {"bf16": kind == "bf16", "compile_model": kind == "compile"}))
-    # One training model and one (eval, maybe folded) inference model per variant.
-    runners, skipped = [], []
-    for label, speed, fold, options in specs:
-        compile_model = options.pop("compile_model", False)
-        train_model, infer_model = fresh(speed, **options), fresh(speed, **options)
+    del base
+    train_samples = int(round(float(args.ablation_window_s or cfg["data"]["window_s"]) * FS))
+    wanted = [v for v in VARIANTS if not args.variants or v[0] in args.variants]
+    fns, flops, skipped = {}, {}, []
+    for label, options, precision, fast_adam, fold in wanted:
+        models = []
+        for _ in range(2):  # one training model, one inference model
+            model, _ = build(name, options)
+            model.load_state_dict(state)
+            models.append(set_precision(model, precision))
+        train_model, infer_model = models
         infer_model.eval()
         if fold:  # folding only matters at inference; training keeps weight norm
             infer_model.fold_weight_norm()
-        if compile_model:
-            train_model = torch.compile(train_model, mode="default", dynamic=False)
-            infer_model = torch.compile(infer_model, mode="default", dynamic=False)
-        train_fn = _train_step_fn(train_model, args.train_batch, train_samples)
-        infer_fn = _infer_fn(infer_model, args.infer_batch, 30 * FS)
-        if compile_model:
-            warm, why = _warm_up_with_limit((train_fn, infer_fn), args.compile_timeout)
-            if warm is None:
-                skipped.append({"variant": label, "error": f"not measured: {why}"})
-                continue
-            print(f"  {label}: compile warm-up {warm:.0f} s", file=sys.stderr, flush=True)
+        fns[f"{label}|train"] = _train_step_fn(train_model, args.train_batch, train_samples, fast_adam)
+        fns[f"{label}|infer"] = _infer_fn(infer_model, args.infer_batch, 30 * FS)
+        flops[f"{label}|train"] = _count_flops(fns[f"{label}|train"])  # also the warm-up call
+        flops[f"{label}|infer"] = _count_flops(fns[f"{label}|infer"])
+    if args.compile:
+        label = "fast bf16 gemm conv + compile"
+        model, _ = build(name, {"conv_impl": "gemm"})
+        model.load_state_dict(state)
+        compiled = torch.compile(set_precision(model, "bf16"), mode="default", dynamic=False)
+        train_fn = _train_step_fn(compiled, args.train_batch, train_samples)
+        warm, why = _warm_up_with_limit((train_fn,), args.compile_timeout)
+        if warm is None:
+            skipped.append({"variant": label, "error": f"not measured: {why}"})
         else:
-            train_fn(), infer_fn()  # warm-up
-        runners.append((label, train_fn, infer_fn))
-    # Interleave the variants round by round (the order rotates every round) so load from other
-    # processes on this shared machine hits all variants alike; report median and spread.
-    times = {label: ([], []) for label, _, _ in runners}
-    for round_index in tqdm(range(args.rounds), desc="ablation rounds", file=sys.stderr):
-        shift = round_index % len(runners)
-        for label, train_fn, infer_fn in runners[shift:] + runners[:shift]:
-            for slot, fn in enumerate((train_fn, infer_fn)):
-                start = time.perf_counter()
-                fn()
-                times[label][slot].append(time.perf_counter() - start)
+            fns[f"{label}|train"] = train_fn
+            flops[f"{label}|train"] = flops.get("fast bf16 gemm conv|train")
+    peaks, peak_flops = peak_fns()
+    fns["peak fp32"], fns["peak bf16"] = peaks["fp32"], peaks["bf16"]
+    times = interleave(fns, args.rounds)
     rows = []
-    for label, _, _ in runners:
-        train_t, infer_t = (np.asarray(v) for v in times[label])
-        rows.append({"variant": label, "train_s": float(np.median(train_t)), "infer_s": float(np.median(infer_t)),
-                     "train_times": train_t.tolist(), "infer_times": infer_t.tolist()})
-    plain = rows[0]
-    plain_train, plain_infer = np.asarray(plain["train_times"]), np.asarray(plain["infer_times"])
-    for row in rows:
-        row["train_speedup"] = plain["train_s"] / row["train_s"]
-        row["infer_speedup"] = plain["infer_s"] / row["infer_s"]
-        # spread: the 25-75 % range of the per-round ratios (same round, plain time / variant time)
-        for kind, ref in (("train", plain_train), ("infer", plain_infer)):
-            ratios = ref / np.asarray(row[f"{kind}_times"])
-            row[f"{kind}_ratio_iqr"] = [float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75))]
-            spread = np.asarray(row[f"{kind}_times"])
-            row[f"{kind}_cv"] = float(spread.std() / spread.mean())
-    return rows + skipped
+    for label, _, precision, _, _ in wanted + ([("fast bf16 gemm conv + compile", None, "bf16", True, True)]
+                                               if f"fast bf16 gemm conv + compile|train" in fns else []):
+        row = {"variant": label, "precision": precision}
+        for kind in ("train", "infer"):
+            key = f"{label}|{kind}"
+            if key not in times:
+                continue
+            ref = f"{wanted[0][0]}|{kind}"
+            row[kind] = summary(times, key, reference=ref, flops=flops.get(key), peak_label=f"peak {precision}",
+                                peak_flops=peak_flops)
+            row[kind]["times"] = times[key]
+        rows.append(row)
+    return rows + skipped, peak_rows(times, peak_flops)
 
 
 def _warm_up_with_limit(fns, limit_s: float) -> tuple[float | None, str]:
@@ -272,22 +259,52 @@ def _warm_up_with_limit(fns, limit_s: float) -> tuple[float | None, str]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _print_table(results: list[dict], peak: float) -> None:
-    print(f"\nfloat32 matmul peak on this CPU: {peak:.1f} GFLOP/s")
-    header = (f"{'config':20s} {'params':>11s} {'train win/s':>12s} {'(win s, batch)':>14s} "
-              f"{'infer seg/s':>11s} {'peak RSS MiB':>12s} {'RSS growth':>10s} "
-              f"{'train GF/s':>10s} {'%peak':>6s} {'infer GF/s':>10s} {'%peak':>6s}")
+def _print_table(results: list[dict]) -> None:
+    print("\nper config, as it trains (its train.precision, conv_impl auto, make_adam); the matmul peaks "
+          "interleaved with it in the same worker; %peak = of the peak of the precision in use")
+    header = (f"{'config':20s} {'prec':>5s} {'params':>11s} {'train win/s':>12s} {'(win s, batch)':>14s} "
+              f"{'infer seg/s':>11s} {'peak RSS MiB':>12s} {'train GF/s':>10s} {'%peak':>6s} "
+              f"{'infer GF/s':>10s} {'%peak':>6s} {'peak fp32/bf16 GF/s':>20s}")
     print(header)
     print("-" * len(header))
     for r in results:
         if "error" in r:
             print(f"{r['config']:20s} not measured: {r['error']}")
             continue
-        print(f"{r['config']:20s} {r['params']:>11,d} {r['train_windows_per_s']:>12.2f} "
+        peaks = r["peaks"]
+        print(f"{r['config']:20s} {r['precision']:>5s} {r['params']:>11,d} {r['train_windows_per_s']:>12.2f} "
               f"{'(%g, %d)' % (r['train_window_s'], r['train_batch']):>14s} "
-              f"{r['infer_segments_per_s']:>11.2f} {r['peak_rss_mib']:>12.0f} {r['rss_growth_mib']:>10.0f} "
-              f"{r['train_gflops']:>10.2f} {100 * r['train_gflops'] / peak:>6.1f} "
-              f"{r['infer_gflops']:>10.2f} {100 * r['infer_gflops'] / peak:>6.1f}")
+              f"{r['infer_segments_per_s']:>11.2f} {r['peak_rss_mib']:>12.0f} "
+              f"{r['train_gflops']:>10.2f} {r['train_pct_peak']:>6.1f} "
+              f"{r['infer_gflops']:>10.2f} {r['infer_pct_peak']:>6.1f} "
+              f"{'%.0f / %.0f' % (peaks['fp32']['gflops'], peaks['bf16']['gflops']):>20s}")
+
+
+def _print_ablation(rows: list[dict], peaks: dict, rounds: int) -> None:
+    print(f"{rounds} interleaved rounds (rotating order, the two matmul peaks timed in the same rounds); "
+          f"medians; x = plain fp32 time / variant time (25-75 % range of the per-round ratios); "
+          f"%peak = GFLOP/s over the same round's matmul peak of the variant's precision (FLOPs of every "
+          f"kernel, CPU SDPA included)")
+    print("matmul peak (2048^2, best of 3 per round): " + ", ".join(
+        f"{name} {row['gflops']:.0f} GFLOP/s ({fmt_range(row['iqr'])})" for name, row in peaks.items()))
+    print(f"{'variant':30s} {'train s':>8s} {'x plain':>8s} {'(IQR)':>11s} {'GF/s':>7s} {'%peak':>6s} {'(IQR)':>11s} "
+          f"{'infer s':>8s} {'x plain':>8s} {'(IQR)':>11s} {'GF/s':>7s} {'%peak':>6s}")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['variant']:30s} {row['error']}")
+            continue
+        cells = []
+        for kind in ("train", "infer"):
+            r = row.get(kind)
+            if r is None:
+                cells.append(f"{'-':>8s} {'':>8s} {'':>11s} {'':>7s} {'':>6s}" + (f" {'':>11s}" if kind == "train" else ""))
+                continue
+            cell = (f"{r['s']:>8.3f} {r['ratio']:>8.2f} {fmt_range(r['ratio_iqr']):>11s} "
+                    f"{r.get('gflops', float('nan')):>7.1f} {r.get('pct_peak', float('nan')):>6.1f}")
+            if kind == "train":
+                cell += f" {fmt_range(r['pct_peak_iqr']) if 'pct_peak_iqr' in r else '-':>11s}"
+            cells.append(cell)
+        print(f"{row['variant']:30s} " + " ".join(cells))
 
 
 def main(argv=None) -> None:
@@ -295,14 +312,21 @@ def main(argv=None) -> None:
     parser.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS,
                         help="run configs (names in task2_regression/configs) to measure")
     parser.add_argument("--quick", action="store_true",
-                        help="1 timed iteration; paper-size cat_wavenet trains on 5-s windows, batch 1")
+                        help="paper-size cat_wavenet trains on 5-s windows, batch 1 (else 30-s windows)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch intra-op threads in every process")
-    parser.add_argument("--iters", type=int, default=3, help="timed iterations per measurement (after 1 warm-up)")
+    parser.add_argument("--iters", type=int, default=3,
+                        help="per config: interleaved rounds of train step, inference and the two matmul peaks "
+                             "(after 1 warm-up); medians reported")
     parser.add_argument("--train-batch", type=int, default=8, help="training batch (windows); 1 for paper size")
     parser.add_argument("--infer-batch", type=int, default=4, help="inference batch (30-s segments); 1 for paper size")
     parser.add_argument("--ablation-config", default="cat_wavenet_small",
                         help="CAT-WaveNet config for the optimisation ablation ('none' to skip)")
+    parser.add_argument("--ablation-window-s", type=float, default=None,
+                        help="ablation training window in seconds (default: the config's data.window_s)")
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="ablation variants to time (labels as printed; the first one is the reference); "
+                             "default all")
     parser.add_argument("--rounds", type=int, default=9,
                         help="ablation: interleaved timing rounds (rotating order); the median is reported with "
                              "the 25-75 %% range of the per-round ratios against plain")
@@ -310,7 +334,6 @@ def main(argv=None) -> None:
                         help="add a torch.compile row (mode='default', dynamic=False) to the ablation")
     parser.add_argument("--compile-timeout", type=float, default=300.0,
                         help="seconds allowed for the torch.compile warm-up; longer = reported as not measured")
-    parser.add_argument("--bf16", action="store_true", help="add a bf16-autocast row to the ablation")
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -324,15 +347,12 @@ def main(argv=None) -> None:
         "--rounds": (1, True, False),
         "--compile-timeout": (0.0, False, True),
     })
-    if args.quick:
-        args.iters = 1
     torch.set_num_threads(args.threads)
 
     if args.worker:
         print(json.dumps(worker(args.worker, args)))
         return
 
-    peak = matmul_peak_gflops()
     results = []
     for name in args.configs:
         if not (CONFIG_DIR / f"{name}.yaml").exists():
@@ -350,29 +370,19 @@ def main(argv=None) -> None:
             results.append({"config": name, "error": last})
         else:
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    _print_table(results, peak)
+    if results:
+        _print_table(results)
 
-    rows = []
+    rows, peaks = [], {}
     if args.ablation_config != "none":
         print(f"\nCAT-WaveNet optimisation ablation ({args.ablation_config}; train batch {args.train_batch} "
               f"windows, infer batch {args.infer_batch} x 30 s; speed-up = plain time / variant time)")
-        rows = ablation(args.ablation_config, args)
-        print(f"{args.rounds} interleaved rounds; medians; 'IQR' = 25-75 % range of the per-round ratios; "
-              f"'cv' = std/mean of the variant's own times")
-        print(f"{'variant':26s} {'train s/step':>12s} {'train x':>8s} {'train IQR':>12s} {'cv':>5s} "
-              f"{'infer s/batch':>13s} {'infer x':>8s} {'infer IQR':>12s} {'cv':>5s}")
-        for row in rows:
-            if "error" in row:
-                print(f"{row['variant']:26s} {row['error']}")
-                continue
-            print(f"{row['variant']:26s} {row['train_s']:>12.3f} {row['train_speedup']:>8.2f} "
-                  f"{'%.2f-%.2f' % tuple(row['train_ratio_iqr']):>12s} {row['train_cv']:>5.2f} "
-                  f"{row['infer_s']:>13.3f} {row['infer_speedup']:>8.2f} "
-                  f"{'%.2f-%.2f' % tuple(row['infer_ratio_iqr']):>12s} {row['infer_cv']:>5.2f}")
+        rows, peaks = ablation(args.ablation_config, args)
+        _print_ablation(rows, peaks, args.rounds)
     if args.json:
         from util.atomic import atomic_write_json
 
-        atomic_write_json(args.json, {"matmul_peak_gflops": peak, "configs": results, "ablation": rows})
+        atomic_write_json(args.json, {"configs": results, "ablation": rows, "ablation_peaks": peaks})
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def resolve_checkpoint(run: str | Path) -> Path:
 def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Build the model from the checkpoint's config and load its weights (eval mode)."""
     from speaker_extraction.models import build_model
+    from util.trainer import set_precision
     from util.training import load_checkpoint
 
     path = resolve_checkpoint(run)
@@ -75,6 +76,7 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[torch
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise EEGKitError(f"{path}: weights do not fit the model in its config ({str(error).splitlines()[0]})") from None
+    set_precision(model, str(config.get("train", {}).get("precision", "fp32")))  # the run's train.precision
     model.to(device).eval()
     return model, config
 

@@ -50,6 +50,7 @@ MIN_SEGMENT_FRAMES = 64  # a test segment shorter than 1 s at 64 Hz is refused (
 def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, dict]:
     """Rebuild the model of a run from its checkpoint (the config is stored inside)."""
     from task2_regression.models import build_model
+    from util.trainer import set_precision
     from util.training import load_checkpoint
 
     run_dir = Path(run_dir)
@@ -68,6 +69,7 @@ def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, 
         raise EEGKitError(f"{path}: weights do not fit the model in its config ({str(error).splitlines()[0]})") from None
     if hasattr(model, "fold_weight_norm"):  # inference only: bake weight norm in (after loading the state)
         model.fold_weight_norm()
+    set_precision(model, str(cfg.get("train", {}).get("precision", "fp32")))  # the run's train.precision
     model.eval()
     return model, cfg
 

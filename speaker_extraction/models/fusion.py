@@ -59,3 +59,9 @@ class CrossAttentionFusion(nn.Module):
         attended = self.attention_norm(eeg + self.cross_attention(eeg, speech_time_first))  # (batch, frames, eeg_dim)
         eeg_features = torch.cat([attended, eeg], dim=2).transpose(1, 2)  # (batch, 2*eeg_dim, frames)
         return self.fuse_conv(torch.cat([speech, eeg_features], dim=1))  # (batch, B, frames)
+
+    def forward_cl(self, speech: torch.Tensor, eeg: torch.Tensor) -> torch.Tensor:
+        # speech: (batch, frames, B) channel-last; eeg: (batch, frames, eeg_dim); the same as `forward`
+        attended = self.attention_norm(eeg + self.cross_attention(eeg, speech))  # (batch, frames, eeg_dim)
+        fused = torch.cat([speech, attended.to(speech.dtype), eeg.to(speech.dtype)], dim=2)  # (batch, frames, B + 2 eeg_dim)
+        return F.linear(fused, self.fuse_conv.weight[:, :, 0], self.fuse_conv.bias)  # (batch, frames, B)

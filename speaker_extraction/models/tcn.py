@@ -4,7 +4,10 @@
 LayerNorm); ``TCNBlock`` is one 1-D conv block (1x1 B->H, PReLU, norm,
 dilated depthwise conv, PReLU, norm, 1x1 H->B) with a residual connection and
 no skip output; ``TCNStack`` is X blocks with dilations 1, 2, ..., 2^(X-1).
-All tensors here are channel-first: (batch, channels, frames).
+`forward` takes channel-first tensors (batch, channels, frames) (``nn.Conv1d``: ``model.conv_impl:
+native``); `forward_cl` computes the same with the same parameters on channel-last tensors
+(batch, frames, channels) (``conv_impl: gemm``): the 1x1 convs are one GEMM each (``F.linear``), the
+channel LayerNorm needs no transposes, and the dilated depthwise conv is k shifted multiply-adds.
 """
 from __future__ import annotations
 
@@ -29,6 +32,30 @@ class ChannelLayerNorm(nn.Module):
                             self.eps).transpose(1, 2)
 
 
+def depthwise_conv_cl(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Depthwise 'same' ``conv`` (groups = channels, odd kernel) on channel-last x (batch, frames, C)."""
+    weight = conv.weight[:, 0, :].to(x.dtype)  # (C, k)
+    kernel, dilation, frames = weight.shape[1], conv.dilation[0], x.shape[1]
+    centre = kernel // 2
+    out = x * weight[:, centre]  # (batch, frames, C)
+    if conv.bias is not None:
+        out = out + conv.bias.to(x.dtype)
+    for j in range(kernel):
+        offset = (j - centre) * dilation
+        if j == centre or abs(offset) >= frames:
+            continue
+        if offset < 0:  # out[t] += x[t - |o|] w_j
+            out[:, -offset:] += x[:, :frames + offset] * weight[:, j]
+        else:  # out[t] += x[t + o] w_j
+            out[:, :frames - offset] += x[:, offset:] * weight[:, j]
+    return out
+
+
+def pointwise_cl(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """1x1 ``conv`` on channel-last x (batch, frames, C_in) -> (batch, frames, C_out): one GEMM."""
+    return F.linear(x, conv.weight[:, :, 0], conv.bias)
+
+
 class TCNBlock(nn.Module):
     """One Conv-TasNet 1-D conv block with a residual connection (no skip sum)."""
 
@@ -51,6 +78,16 @@ class TCNBlock(nn.Module):
         y = self.depthwise_norm(self.depthwise_activation(self.depthwise_conv(y)))  # (batch, H, frames)
         return x + self.out_conv(y)  # (batch, B, frames)
 
+    def forward_cl(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (batch, frames, B), channel-last; the same block as `forward`
+        norm = self.in_norm
+        y = F.layer_norm(self.in_activation(pointwise_cl(x, self.in_conv)), (norm.n_channels,), norm.weight,
+                         norm.bias, norm.eps)  # (batch, frames, H)
+        norm = self.depthwise_norm
+        y = F.layer_norm(self.depthwise_activation(depthwise_conv_cl(y, self.depthwise_conv)), (norm.n_channels,),
+                         norm.weight, norm.bias, norm.eps)  # (batch, frames, H)
+        return x + pointwise_cl(y, self.out_conv)  # (batch, frames, B)
+
 
 class TCNStack(nn.Module):
     """X TCN blocks with exponentially growing dilation (one 'repeat')."""
@@ -62,3 +99,8 @@ class TCNStack(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(x)  # (batch, B, frames)
+
+    def forward_cl(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block.forward_cl(x)
+        return x  # (batch, frames, B)

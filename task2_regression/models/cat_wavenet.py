@@ -20,10 +20,13 @@ targets are given is the wide one. Dropping mag (no stimulus audio) therefore
 does not silently turn the mel stage into a 512-channel stage.
 
 Speed switches (all keep the same parameters and the same outputs):
-  fast=True       fused gated activation + SDPA attention (fast=False: plain paths);
+  fast=True       fused gated activation + attention_impl 'auto' (SDPA, or the explicit softmax for
+                  short local chunks where it is faster; fast=False: plain paths);
   fused_gate / attention_impl override `fast` individually (benchmark ablation);
   attention_chunk local attention window in samples (None = full window);
   bf16=True       runs the forward under CPU/CUDA bfloat16 autocast (outputs float32);
+  conv_impl       auto | native | gemm: how the WaveNet stages run their convs (util/conv.py;
+                  auto = GEMMs on CPU, cuDNN on CUDA);
   fold_weight_norm() removes the weight-norm parametrisation for inference.
 
 Parameter count of the paper configuration (configs/cat_wavenet.yaml, counted on the
@@ -45,6 +48,7 @@ from torch import nn
 
 from task2_regression.models.cross_attention import CrossAttentionBlock
 from task2_regression.models.wavenet import WaveNetRegressor, fold_weight_norm
+from util.conv import conv_impl
 
 
 class CATWaveNet(nn.Module):
@@ -57,7 +61,7 @@ class CATWaveNet(nn.Module):
                  attention_heads: int = 4, attention_depth: int = 2,
                  attention_conv_kernel: int = 3, attention_chunk: int | None = None,
                  weight_norm: bool = True, fast: bool = True, fused_gate: bool | None = None,
-                 attention_impl: str | None = None, bf16: bool = False):
+                 attention_impl: str | None = None, bf16: bool = False, conv_impl: str = "auto"):
         super().__init__()
         if not targets:
             raise ValueError("CATWaveNet needs at least one target")
@@ -85,15 +89,16 @@ class CATWaveNet(nn.Module):
                 self.attention.append(CrossAttentionBlock(
                     self.targets[names[index - 1]], eeg_channels, attention_dim,
                     attention_heads, attention_depth, attention_conv_kernel))
+        self.set_conv_impl(conv_impl)
         self.set_speed(fused_gate=fast if fused_gate is None else fused_gate,
-                       attention_impl=("sdpa" if fast else "plain") if attention_impl is None
+                       attention_impl=("auto" if fast else "plain") if attention_impl is None
                        else attention_impl,
                        attention_chunk=attention_chunk)
 
     def set_speed(self, fused_gate: bool, attention_impl: str, attention_chunk: int | None) -> None:
         """Switch implementations in place (same parameters, same outputs)."""
-        if attention_impl not in ("sdpa", "plain"):
-            raise ValueError(f"attention_impl must be 'sdpa' or 'plain', got {attention_impl!r}")
+        if attention_impl not in ("auto", "sdpa", "plain"):
+            raise ValueError(f"attention_impl must be 'auto', 'sdpa' or 'plain', got {attention_impl!r}")
         if attention_chunk is not None and int(attention_chunk) < 1:
             raise ValueError(f"attention_chunk must be >= 1 or None, got {attention_chunk}")
         self.fused_gate = bool(fused_gate)
@@ -103,6 +108,13 @@ class CATWaveNet(nn.Module):
             stage.set_fused_gate(self.fused_gate)
         for block in self.attention:
             block.configure(attention_impl, self.attention_chunk)
+
+    def set_conv_impl(self, name: str) -> None:
+        """``auto | native | gemm`` for every WaveNet stage (same parameters, same outputs)."""
+        conv_impl(name)  # validates
+        self.conv_impl = name
+        for stage in self.stages:
+            stage.conv_impl = name
 
     def fold_weight_norm(self) -> int:
         """Bake weight norm into plain weights (for inference); returns the number folded.

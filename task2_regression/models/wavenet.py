@@ -23,6 +23,13 @@ Speed switch: `fused_gate` selects the gated activation implementation.
           halves of the gradient straight into one buffer with the fused aten
           tanh/sigmoid backward kernels (no cat, no intermediate products).
 Both compute the same values (tested).
+
+Conv switch: `conv_impl` (``auto | native | gemm``, see util/conv.py). ``native`` runs every conv as
+``nn.Conv1d`` in (batch, C, time); ``gemm`` converts the stage input once to flat time-major rows
+(time * batch, C) and runs the whole stage as GEMMs (`util.conv.conv1d_tm`) with the same parameters:
+under bf16 autocast the activations and the (weight-normed, once per forward) weights are cast to bf16
+once and stay bf16 across layers, with autocast off inside the stage (no per-call casts). ``auto``
+is ``gemm`` on CPU and ``native`` on CUDA. Same outputs and gradients within float tolerance (tested).
 """
 from __future__ import annotations
 
@@ -33,12 +40,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
+from util.conv import channel_first, conv1d_tm, conv_impl as _resolve_conv_impl, time_major, weight_taps
+
 
 class _FusedGate(torch.autograd.Function):
     """tanh(a) * sigmoid(b) for x = cat([a, b], dim=1), with a hand-written backward."""
 
     @staticmethod
-    def forward(ctx, x):  # x: (batch, 2C, time)
+    def forward(ctx, x):  # x: (batch, 2C, time) or time-major rows (rows, 2C)
         half = x.shape[1] // 2
         tanh_a = torch.tanh(x[:, :half])  # (batch, C, time)
         sigmoid_b = torch.sigmoid(x[:, half:])  # (batch, C, time)
@@ -48,8 +57,10 @@ class _FusedGate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # grad_out: (batch, C, time)
         tanh_a, sigmoid_b = ctx.saved_tensors
-        batch, half, time = tanh_a.shape
-        grad_x = grad_out.new_empty(batch, 2 * half, time)
+        shape = list(tanh_a.shape)  # (batch, C, time) or time-major rows (rows, C)
+        half = shape[1]
+        shape[1] = 2 * half
+        grad_x = grad_out.new_empty(shape)
         # d/da = g * s * (1 - t^2); d/db = g * t * s * (1 - s)
         torch.ops.aten.tanh_backward.grad_input(grad_out * sigmoid_b, tanh_a, grad_input=grad_x[:, :half])
         torch.ops.aten.sigmoid_backward.grad_input(grad_out * tanh_a, sigmoid_b, grad_input=grad_x[:, half:])
@@ -57,7 +68,10 @@ class _FusedGate(torch.autograd.Function):
 
 
 def gated_activation(x: torch.Tensor, fused: bool) -> torch.Tensor:
-    """x: (batch, 2C, time) -> tanh(x[:, :C]) * sigmoid(x[:, C:]) of shape (batch, C, time)."""
+    """x: (batch, 2C, time) -> tanh(x[:, :C]) * sigmoid(x[:, C:]) of shape (batch, C, time).
+
+    Also takes time-major rows (rows, 2C) -> (rows, C) (the channels are axis 1 in both layouts).
+    """
     if not fused:
         filter_part, gate_part = x.chunk(2, dim=1)
         return torch.tanh(filter_part) * torch.sigmoid(gate_part)
@@ -123,6 +137,7 @@ class WaveNetRegressor(nn.Module):
         )
         self.head_hidden = _conv(skip_channels, skip_channels, 1, 1, weight_norm)
         self.head_out = _conv(skip_channels, out_channels, 1, 1, weight_norm)
+        self.conv_impl = "native"
 
     def set_fused_gate(self, enabled: bool) -> None:
         for layer in self.layers:
@@ -130,6 +145,8 @@ class WaveNetRegressor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (batch, in_channels, time)
+        if _resolve_conv_impl(self.conv_impl, x.device) == "gemm":
+            return self._forward_gemm(x)
         x = torch.relu(self.input_conv(x))  # (batch, R, time)
         skip_sum = None
         for layer in self.layers:
@@ -137,6 +154,29 @@ class WaveNetRegressor(nn.Module):
             skip_sum = skip if skip_sum is None else skip_sum + skip  # (batch, S, time)
         skip_sum = skip_sum * math.sqrt(1.0 / self.n_layers)
         return self.head_out(torch.relu(self.head_hidden(skip_sum)))  # (batch, out, time)
+
+
+    def _forward_gemm(self, x: torch.Tensor) -> torch.Tensor:
+        """The same network as `forward` on flat time-major rows (time * batch, C); see the module docstring."""
+        batch, device_type = x.shape[0], x.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else x.dtype
+        with torch.autocast(device_type, enabled=False):
+
+            def conv(module: nn.Conv1d, rows: torch.Tensor) -> torch.Tensor:
+                return conv1d_tm(rows, weight_taps(module.weight, dtype), module.bias, batch, module.dilation[0])
+
+            rows = torch.relu(conv(self.input_conv, time_major(x, dtype)))  # (time * batch, R)
+            skip_sum = None
+            for layer in self.layers:
+                gated = gated_activation(conv(layer.dilated_conv, rows), layer.fused_gate)  # (time * batch, R)
+                skip = conv(layer.skip_conv, gated)  # (time * batch, S)
+                # the skip sum is kept in fp32 (36 bf16 roundings would add up); one cheap pass per layer
+                skip_sum = skip.float() if skip_sum is None else skip_sum.add_(skip)
+                if layer.residual_conv is not None:
+                    rows = (rows + conv(layer.residual_conv, gated)) * math.sqrt(0.5)
+            skip_sum = (skip_sum * math.sqrt(1.0 / self.n_layers)).to(dtype)
+            out = conv(self.head_out, torch.relu(conv(self.head_hidden, skip_sum)))  # (time * batch, out)
+        return channel_first(out, batch)  # (batch, out, time), in the compute dtype
 
 
 def fold_weight_norm(module: nn.Module) -> int:

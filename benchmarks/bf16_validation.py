@@ -1,0 +1,88 @@
+"""bf16 vs fp32 training on the synthetic Task 2 data: best validation Pearson over 3 seeds each.
+
+Generates a small synthetic SparrKULee-format dataset (synthetic.task2.generate) in --work, then
+trains the run config --config (default cat_wavenet_small; targets without stimulus audio are
+dropped by the trainer, as in every run) with ``train.precision`` fp32 and bf16 for each seed, through
+the one training engine (task2_regression.train.train -> util.trainer.fit), and prints per run the best
+validation Pearson (the validation split only) and the wall time, then per precision the mean, the
+seed-to-seed standard deviation and range, and whether the bf16 mean lies within the fp32 seed range.
+
+    python -m benchmarks.bf16_validation --out results/task2/bf16_validation.txt
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="cat_wavenet_small", help="run config name in task2_regression/configs")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bf16_validation",
+                        help="working folder (dataset + runs); reused when the dataset is already there")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="train.seed values")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run")
+    parser.add_argument("--subjects", type=int, default=4, help="synthetic training subjects")
+    parser.add_argument("--minutes", type=float, default=2.0, help="minutes of EEG per subject")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this text file")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from synthetic.task2 import generate
+    from task2_regression.train import train
+    from util.config import load_config
+    from util.errors import EEGKitError
+
+    config_path = REPO / "task2_regression" / "configs" / f"{args.config}.yaml"
+    if not config_path.is_file():
+        raise EEGKitError(f"--config: no {config_path}")
+    torch.set_num_threads(args.threads)
+    data = args.work / "data"
+    if not (data / "derivatives").is_dir():
+        generate(data, subjects=args.subjects, minutes=args.minutes, seed=0, test_subjects=1, snr_db=-10,
+                 progress=False)
+    rows = []
+    for seed in args.seeds:
+        for precision in ("fp32", "bf16"):
+            cfg = load_config(config_path, [f"train.precision={precision}", f"train.seed={seed}"])
+            out = args.work / f"{precision}_seed{seed}"
+            if out.exists():
+                raise EEGKitError(f"{out}: already exists (use a fresh --work folder)")
+            start = time.perf_counter()
+            result = train(cfg, data, out, epochs=args.epochs, say=lambda message: None)
+            rows.append((precision, seed, float(result["best_val"]), time.perf_counter() - start))
+    lines = [f"command: python -m benchmarks.bf16_validation --config {args.config} --epochs {args.epochs} "
+             f"--seeds {' '.join(map(str, args.seeds))} --subjects {args.subjects} --minutes {args.minutes:g} "
+             f"--threads {args.threads}",
+             "synthetic Task 2 data (snr -10 dB); best validation Pearson (validation split only)",
+             f"{'precision':10s} {'seed':>4s} {'best val r':>10s} {'wall s':>7s}"]
+    lines += [f"{p:10s} {s:>4d} {v:>10.4f} {t:>7.1f}" for p, s, v, t in rows]
+    stats = {}
+    for precision in ("fp32", "bf16"):
+        values = [v for p, _, v, _ in rows if p == precision]
+        stats[precision] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
+                            min(values), max(values), statistics.mean(t for p, _, _, t in rows if p == precision))
+        mean, std, low, high, wall = stats[precision]
+        lines.append(f"{precision}: mean {mean:.4f}, seed std {std:.4f}, range {low:.4f}-{high:.4f}, "
+                     f"mean wall {wall:.1f} s")
+    inside = stats["fp32"][2] <= stats["bf16"][0] <= stats["fp32"][3]
+    lines.append(f"bf16 - fp32 mean: {stats['bf16'][0] - stats['fp32'][0]:+.4f}; bf16 mean "
+                 f"{'inside' if inside else 'outside'} the fp32 seed range")
+    print("\n".join(lines))
+    if args.out is not None:
+        from util.atomic import atomic_write_text
+
+        atomic_write_text(args.out, "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    from util.errors import run_cli
+
+    run_cli(main)

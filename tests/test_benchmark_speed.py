@@ -1,0 +1,43 @@
+"""benchmarks/speed.py (FLOP counting with the CPU SDPA kernels, ratios/IQR, % of peak) and gpu.py without CUDA."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from benchmarks.speed import count_flops, summary
+
+
+def test_count_flops_includes_cpu_sdpa():
+    q = torch.randn(2, 4, 64, 16)  # (batch, heads, time, head_dim)
+    # two (64 x 16) @ (16 x 64)-sized matmuls per head: 2 * 2 * b * h * L * L * d
+    assert count_flops(lambda: F.scaled_dot_product_attention(q, q, q)) == 4 * 2 * 4 * 64 * 64 * 16
+    a, b = torch.randn(8, 5), torch.randn(5, 3)
+    assert count_flops(lambda: a @ b) == 2 * 8 * 5 * 3
+
+
+def test_summary_ratio_iqr_and_percent_of_peak():
+    times = {"plain": [2.0, 4.0, 2.0], "fast": [1.0, 1.0, 2.0], "peak fp32": [0.5, 0.5, 1.0]}
+    row = summary(times, "fast", reference="plain", flops=10**9, peak_label="peak fp32", peak_flops=10**9)
+    assert row["s"] == 1.0 and row["ratio"] == 2.0  # median 2.0 / median 1.0
+    assert row["ratio_iqr"] == [pytest.approx(1.5), pytest.approx(3.0)]  # per-round ratios 2, 4, 1
+    assert row["gflops"] == pytest.approx(1.0)
+    # per round: model 1, 1, 0.5 GFLOP/s over peaks 2, 2, 1 GFLOP/s -> 50 % each
+    assert row["pct_peak"] == pytest.approx(50.0) and row["pct_peak_iqr"] == [pytest.approx(50.0)] * 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU report")
+def test_gpu_benchmark_without_cuda_writes_the_no_gpu_line(tmp_path):
+    from benchmarks.gpu import main
+
+    out = tmp_path / "gpu.txt"
+    assert main(["--out", str(out)]) == 0
+    assert "no GPU was available" in out.read_text()
+
+
+def test_count_flops_grouped_conv_backward():
+    conv = torch.nn.Conv1d(32, 32, 3, padding=1, groups=32)  # depthwise
+    x = torch.randn(2, 32, 50, requires_grad=True)
+    forward = 2 * 2 * 32 * 50 * 3  # 2 FLOPs per MAC, 3 MACs per output element
+    assert count_flops(lambda: conv(x)) == forward
+    assert count_flops(lambda: conv(x).sum().backward()) == 3 * forward  # + input and weight gradients
