@@ -44,7 +44,7 @@ class NeuroSpex(nn.Module):
     """EEG-guided speaker extractor; ``forward(mixture, eeg) -> estimate``."""
 
     # config rules beyond util.config.check_options' defaults (sizes >= 1): the AdC ablation uses 0 blocks
-    CONFIG_RANGES = {"adc_blocks": {"ge": 0}, "L": {"ge": 2}}
+    CONFIG_RANGES = {"adc_blocks": {"ge": 0}, "L": {"ge": 2}, "conv_impl": {"choices": ["auto", "native", "gemm"]}}
 
     def __init__(self, N: int = 256, L: int = 20, B: int = 256, H: int = 512, P: int = 3,
                  X: int = 4, R: int = 4, eeg_channels: int = 64, eeg_dim: int = 64,

@@ -54,6 +54,9 @@ from util.conv import conv_impl
 class CATWaveNet(nn.Module):
     """Multi-stage WaveNet with cross-attention guidance between stages."""
 
+    CONFIG_RANGES = {"conv_impl": {"choices": ["auto", "native", "gemm"]},
+                     "attention_impl": {"choices": ["auto", "sdpa", "plain"], "nullable": True}}
+
     def __init__(self, targets: dict[str, int], layers: int = 36, dilation_cycle: int = 12,
                  residual_channels: int = 128, skip_channels: int | None = None,
                  last_stage_channels: int = 512, wide_stage: str | None = "mag",
