@@ -137,7 +137,7 @@ def test_fit_refuses_a_bad_precision(tmp_path):
                         "epochs": 1, "grad_clip": 0.0}}
     info = distributed.DistInfo(0, 1, 0, torch.device("cpu"))
     with pytest.raises(EEGKitError, match="train.precision"):
-        fit(config, tmp_path / "run", info, lambda: nn.Linear(2, 1), None, None, [], [], 1, "x")
+        fit(config, tmp_path / "run", info, lambda: nn.Linear(2, 1), None, None, [], [], 1, "x", task="task2")
     assert not (tmp_path / "run").exists()
 
 

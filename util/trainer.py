@@ -214,6 +214,7 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
     speak = say if info.is_main else (lambda message: None)
     if batch_size % info.world_size:
         raise EEGKitError(f"config: batch_size {batch_size} is not divisible by world size {info.world_size}")
+    precision = check_precision(str(tcfg.get("precision", "fp32")))
     check_out_dir(out_dir, overwrite=overwrite, resume=resume, resumable=True)
     if len(train_set) == 0:
         raise EEGKitError(f"{out_dir}: no training windows; nothing to train")
@@ -224,7 +225,6 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
     seed = int(tcfg["seed"])
     seed_everything(seed + info.rank)  # per-rank Python/NumPy/torch streams (dropout, random crops)
     torch.manual_seed(seed)  # ... but identical initial weights on every rank
-    precision = check_precision(str(tcfg.get("precision", "fp32")))
     model = distributed.wrap_ddp(build(), info)
     core = set_precision(distributed.unwrap(model), precision)
     optimizer = make_adam(core.parameters(), float(tcfg["lr"]), tuple(float(b) for b in tcfg["betas"]), info.device)
