@@ -67,6 +67,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     debug = debug_enabled(args)
     args = [a for a in args if a != DEBUG_FLAG]
     wants_help = any(a in ("-h", "--help") for a in args)
+    import argparse
+
+    def parse_error(parser, message):  # argparse prints usage + "prog: error: ..." on two lines
+        raise EEGKitError(f"{message} (see {parser.prog} --help)")
+
+    plain_error, argparse.ArgumentParser.error = argparse.ArgumentParser.error, parse_error
     try:
         code = main(args)
     except EEGKitError as error:
@@ -90,4 +96,6 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
             raise
         print(f"error: {_one_line(message)}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        argparse.ArgumentParser.error = plain_error
     sys.exit(code or 0)

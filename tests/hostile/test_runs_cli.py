@@ -74,3 +74,23 @@ def test_interrupt_message_is_honest(capsys):
         run_cli(_raiser(KeyboardInterrupt()), [])
     err = capsys.readouterr().err
     assert done.value.code == 130 and "no partial output was written" not in err and "interrupted" in err
+
+
+ARGPARSE_CASES = [
+    ("task2_regression.train", ["--config", "c.yaml", "--data", "d", "--out", "OUT", "--epochs", "abc"], "--epochs"),
+    ("task2_regression.predict", ["--run", "r", "--test-set", "t", "--out", "OUT", "--checkpoint", "worst"],
+     "--checkpoint"),
+    ("speaker_extraction.train", ["--config", "c.yaml", "--data", "d", "--out", "OUT", "--epochs", "1.5"], "--epochs"),
+    ("evaluation.aad", ["--correlations", "c.csv"], "--out"),
+    ("synthetic", ["task2", "--out", "OUT", "--subjects", "many"], "--subjects"),
+]
+
+
+@pytest.mark.parametrize("module, argv, flag", ARGPARSE_CASES, ids=[c[0] + ":" + c[2] for c in ARGPARSE_CASES])
+def test_argparse_mistakes_are_one_line(module, argv, flag, refuse, tmp_path):
+    """A flag argparse itself rejects (bad type, bad choice, missing) is one `error:` line, not usage + error."""
+    import importlib
+
+    main = importlib.import_module(module if module != "synthetic" else "synthetic").main
+    out = tmp_path / "out"
+    refuse(main, [str(out) if a == "OUT" else a for a in argv], names=[flag], watch=[tmp_path])
