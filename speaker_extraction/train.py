@@ -124,7 +124,7 @@ def validate(model: torch.nn.Module, dataset, info, batch_size: int, max_windows
 def train(config: dict, data_dir: str | Path, out_dir: str | Path, epochs: int | None = None,
           resume: bool = False, progress: bool = True, device: str | None = None, overwrite: bool = False) -> dict:
     """Train; returns ``{"best_val", "epochs_run", "stopped_early", "out_dir"}`` (best_val: val SI-SDR, dB)."""
-    from speaker_extraction.data import build_datasets
+    from speaker_extraction.data import N_CHANNELS, build_datasets
     from speaker_extraction.models import build_model
 
     from util.outdir import check_out_dir
@@ -148,8 +148,13 @@ def train(config: dict, data_dir: str | Path, out_dir: str | Path, epochs: int |
         if global_batch % info.world_size:
             raise EEGKitError(f"config: train.batch_size {global_batch} is not divisible by world size "
                               f"{info.world_size}")
-        corpus, datasets = build_datasets(data_dir, config["data"], progress=progress and info.is_main)
         model_cfg = config["model"]
+        channels = (config["data"] or {}).get("channels")  # the corpus keeps exactly these (default: all 64)
+        n_data = N_CHANNELS if channels is None else len(channels)
+        if "eeg_channels" in model_cfg and int(model_cfg["eeg_channels"]) != n_data:  # before any cache is built
+            raise EEGKitError(f"{data_dir}: data gives {n_data} EEG channels but "
+                              f"model.eeg_channels is {model_cfg['eeg_channels']}")
+        corpus, datasets = build_datasets(data_dir, config["data"], progress=progress and info.is_main)
         if int(model_cfg.get("eeg_channels", corpus.n_channels)) != corpus.n_channels:
             raise EEGKitError(f"{data_dir}: data gives {corpus.n_channels} EEG channels but "
                               f"model.eeg_channels is {model_cfg['eeg_channels']}")

@@ -301,3 +301,22 @@ def test_overwrite_replaces_the_old_run_and_keeps_no_stale_files(task2_dataset, 
     assert not (run / "checkpoints").exists() and not list(run.glob(".*.tmp-*"))
     assert [line.split(",")[0] for line in (run / "log.csv").read_text().splitlines()] == ["epoch", "0"]
     assert (run / ".eegkit-output").is_file()
+
+
+def test_se_channel_mismatch_is_refused_before_any_cache_is_built(kul_dataset, tiny_se_config, refuse, tmp_path):
+    """model.eeg_channels that the data cannot give: refused before the KUL cache is written into the data folder."""
+    import shutil
+
+    import yaml
+
+    from speaker_extraction.train import main
+
+    data = tmp_path / "data"
+    shutil.copytree(kul_dataset, data, ignore=shutil.ignore_patterns(".eegkit_cache"))
+    config = tmp_path / "c.yaml"
+    tiny_se_config["model"]["eeg_channels"] = 32
+    config.write_text(yaml.safe_dump(tiny_se_config))
+    out = tmp_path / "run"
+    refuse(main, ["--config", config, "--data", data, "--out", out, "--no-progress"],
+           names=["model.eeg_channels"], watch=[data, out])
+    assert not (data / ".eegkit_cache").exists()
