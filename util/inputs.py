@@ -36,6 +36,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from util.errors import EEGKitError
+from util.npy import parse_header
 
 GiB = 1 << 30
 MAX_INFLATED_BYTES = 2 * GiB
@@ -277,13 +278,7 @@ class NpzReader:
         try:
             with self._zip.open(info) as raw:
                 stream = _CappedStream(raw, self.cap, where, ".npz member")
-                version = np.lib.format.read_magic(stream)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-                elif version in ((2, 0), (3, 0)):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-                else:
-                    raise ValueError(f"unsupported .npy version {version}")
+                shape, fortran, dtype = parse_header(stream)
                 dtype = np.dtype(dtype)
                 if dtype.hasobject:
                     raise EEGKitError(f"{where}: is an object array (not loadable without pickle; expected numbers)")

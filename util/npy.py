@@ -65,18 +65,22 @@ class NpyFile:
             yield self.read_rows(chunk_start, n).astype(np.float64)
 
 
+def parse_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the ``.npy`` header at the stream's position (ValueError if bad)."""
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    if version in ((2, 0), (3, 0)):
+        return np.lib.format.read_array_header_2_0(stream)
+    raise ValueError(f"unsupported .npy version {version}")
+
+
 def read_npy_header(path: Path) -> NpyFile:
     """Parse the header of ``path``; EEGKitError if it is missing, corrupt or truncated."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version in ((2, 0), (3, 0)):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran_order, dtype = parse_header(f)
             offset = f.tell()
     except FileNotFoundError:
         raise EEGKitError(f"{path}: file not found") from None
