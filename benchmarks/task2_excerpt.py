@@ -286,6 +286,7 @@ def main(argv=None) -> int:
                         help="leave out the noise-EEG and mismatched-EEG controls (the null stays)")
     parser.add_argument("--out", type=Path, default=None, help="write every report (with its controls) as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG of the scores beside their controls")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --out / --plot files")
     args = parser.parse_args(argv)
     from util.inputs import check_number_flags
 
@@ -295,6 +296,9 @@ def main(argv=None) -> int:
         "--seed": (0, True, False),
         "--segment-s": (0, False, False),
     })
+    from util.outdir import check_out_files
+
+    check_out_files([("--out", args.out), ("--plot", args.plot)], args.overwrite, [args.data])
     result = run(args.data, args.vlaai_steps, args.shifts, args.seed, args.segment_s, not args.no_costly_controls)
     print(format_run(result))
     if args.out is not None:

@@ -405,11 +405,10 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def check_report_outputs(args: argparse.Namespace, inputs: Sequence = ()) -> None:
     """The `util.outdir` rule for ``--out`` and ``--plot`` (before anything is read or written)."""
-    from util.outdir import check_out_file
+    from util.outdir import check_out_file, check_out_files
 
-    check_out_file(args.out, "--out", overwrite=args.overwrite, inputs=inputs)
-    if args.plot:
-        check_out_file(args.plot, "--plot", overwrite=args.overwrite, inputs=list(inputs) + [args.out])
+    check_out_file(args.out, "--out", overwrite=args.overwrite, inputs=inputs)  # required
+    check_out_files([("--plot", args.plot or None)], args.overwrite, list(inputs) + [args.out])
 
 
 def build_parser() -> argparse.ArgumentParser:

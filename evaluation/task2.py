@@ -405,11 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n_shifts < 1:
         raise EEGKitError(f"--n-shifts {args.n_shifts}: must be at least 1")
-    from util.outdir import check_out_file
+    from util.outdir import check_out_files
 
-    for flag, path in (("--out", args.out), ("--plot", args.plot)):
-        if path is not None:
-            check_out_file(path, flag, overwrite=args.overwrite, inputs=[args.predictions, args.labels])
+    check_out_files([("--out", args.out), ("--plot", args.plot)], args.overwrite, [args.predictions, args.labels])
 
     labels = load_labels(args.labels)
     predictions = load_predictions(args.predictions)

@@ -44,7 +44,7 @@ from evaluation.task2 import format_controls_report, format_report, pearson_per_
 from evaluation.task2 import score_with_controls as task2_score_with_controls
 from util.atomic import atomic_write_json
 from util.errors import EEGKitError, run_cli
-from util.outdir import check_out_file
+from util.outdir import check_out_files
 from util.features import FS_TASK2
 from util.windowing import seconds_to_samples
 
@@ -251,8 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="circular shifts (>= 2 s) per subject for the null (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and of the shifts (default 0)")
     args = parser.parse_args(argv)
-    if args.out:
-        check_out_file(args.out, overwrite=args.overwrite, inputs=[args.run, args.data])
+    check_out_files([("--out", args.out), ("--plot", args.plot)], args.overwrite, [args.run, args.data])
     report = evaluate_within_subject(args.run, args.data, args.split, args.segment_s, args.checkpoint,
                                      progress=sys.stderr.isatty(), costly_controls=not args.no_costly_controls,
                                      n_shifts=args.n_shifts, seed=args.seed)
@@ -418,7 +417,9 @@ def main_heldout(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and the shifts (default 0)")
     parser.add_argument("--out", default=None, help="write the report (with the curve) as JSON to this file")
     parser.add_argument("--plot", default=None, help="write the score-vs-segment-length curve to this PNG")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --out / --plot files")
     args = parser.parse_args(argv)
+    check_out_files([("--out", args.out), ("--plot", args.plot)], args.overwrite, [args.run, args.data])
     if args.n_shifts < 1:
         raise EEGKitError(f"--n-shifts {args.n_shifts}: must be >= 1")
     curve = parse_windows(args.curve, "--curve")

@@ -104,6 +104,15 @@ def check_out_file(path: str | os.PathLike, flag: str = "--out", overwrite: bool
     return path
 
 
+def check_out_files(outputs: Iterable[tuple[str, object]], overwrite: bool = False, inputs: Iterable = ()) -> None:
+    """`check_out_file` for each ``(flag, path)`` given (None: not asked for); no two outputs may be one file."""
+    taken = list(inputs)
+    for flag, path in outputs:
+        if path is not None:
+            check_out_file(path, flag, overwrite=overwrite, inputs=taken)
+            taken.append(path)
+
+
 def clean_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove stale ``.<name>.tmp-*`` files/folders of the kit's own naming in ``folder``; returns them."""
     removed = []

@@ -106,3 +106,27 @@ def test_stale_temporaries_are_removed_on_the_next_start(tmp_path):
     (out / "keep.tmp-not-ours").write_text("user file")
     prepare_out_dir(out)
     assert sorted(p.name for p in out.iterdir()) == [".eegkit-output", "keep.tmp-not-ours"]
+
+
+REPORT_FILE_CASES = [
+    ("task2_regression.evaluate", ["--run", "RUN", "--data", "DATA", "--plot", "OLD"], "--plot"),
+    ("task2_regression.evaluate", ["--run", "RUN", "--data", "DATA", "--out", "OLD"], "--out"),
+    ("task2_regression.evaluate", ["--heldout", "--run", "RUN", "--data", "DATA", "--out", "OLD"], "--out"),
+    ("task2_regression.evaluate", ["--heldout", "--run", "RUN", "--data", "DATA", "--plot", "OLD"], "--plot"),
+    ("task2_regression.evaluate", ["--heldout", "--run", "RUN", "--data", "DATA", "--out", "NEW", "--plot", "NEW"],
+     "--plot"),
+    ("benchmarks.task2_excerpt", ["--data", "DATA", "--out", "OLD"], "--out"),
+    ("benchmarks.task2_excerpt", ["--data", "DATA", "--plot", "OLD"], "--plot"),
+]
+
+
+@pytest.mark.parametrize("module, argv, flag", REPORT_FILE_CASES,
+                         ids=[f"{m}:{' '.join(a[:1] + a[-2:])}" for m, a, _ in REPORT_FILE_CASES])
+def test_report_files_are_never_overwritten_unasked(module, argv, flag, refuse, tmp_path):
+    """An existing --out/--plot file is refused without --overwrite (and --plot may not be --out), before any work."""
+    import importlib
+
+    old = tmp_path / "old.png"
+    old.write_bytes(b"a figure someone kept")
+    names = {"RUN": tmp_path / "run", "DATA": tmp_path / "data", "OLD": old, "NEW": tmp_path / "new.json"}
+    refuse(importlib.import_module(module).main, [names.get(a, a) for a in argv], names=[flag], watch=[tmp_path])
