@@ -283,14 +283,11 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
         if max_steps > 0:
             indices = indices[: max_steps * rank_batch]
         sums: dict[str, float] = {}
-        n_steps = 0
+        n_steps, loss_sum = 0, None
         model.train()
         for batch in batches(train_set, indices, rank_batch, bars, f"epoch {epoch}/{epochs}"):
             loss, terms = step(model, to_device(batch, info.device), epoch)
-            if not torch.isfinite(loss):
-                raise EEGKitError(f"{out_dir}: training loss became {float(loss)} at epoch {epoch}; training "
-                                  f"stopped, last good checkpoint: {last_good}; lower train.lr, set "
-                                  f"train.grad_clip or check the data for NaN/Inf or constant signals")
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:
@@ -300,6 +297,12 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
                 value = value.detach() if torch.is_tensor(value) else float(value)
                 sums[name] = sums.get(name, 0.0) + value
             n_steps += 1
+        # checked once per epoch, not per step: no host sync in the loop, and under DDP no rank leaves the
+        # loop alone (a NaN on one rank reaches every rank's weights through the gradient all-reduce)
+        if loss_sum is not None and not torch.isfinite(loss_sum):
+            raise EEGKitError(f"{out_dir}: training loss became {float(loss_sum)} at epoch {epoch}; training "
+                              f"stopped, last good checkpoint: {last_good}; lower train.lr, set "
+                              f"train.grad_clip or check the data for NaN/Inf or constant signals")
         lr = optimizer.param_groups[0]["lr"]
         broken = [name for name, p in core.named_parameters() if not torch.isfinite(p).all()]
         if broken:
