@@ -5,9 +5,11 @@ A task's ``train.py`` resolves its config, loads its data and passes ``build() -
 (reduced over ranks; ``monitor`` names the one for early stopping and ``best.pt``). `fit` owns
 seeding (``seed + rank``; the weights from ``manual_seed(seed)`` on every rank), the DDP wrap, Adam,
 the scheduler (StepLR every ``train.lr_step_epochs``, or halving on a plateau with
-``train.lr_decay_patience``), clipping, the non-finite guard, early stopping, resume with the random
-state, and the run folder (rank 0 only): config.yaml, best.pt, last.pt, checkpoints/epoch_XXXX.pt,
-averaged.pt, log.csv (epochs from 0, ``loss_<term>``, the scores, lr, time_s) and curves.png.
+``train.lr_decay_patience``), clipping, the non-finite guard, validation (after epoch 0, every
+``train.val_every``-th epoch and the last; ``patience`` and ``lr_decay_patience`` count validations, and
+epochs without one log no scores), early stopping, resume with the random state, and the run folder (rank 0 only): config.yaml, best.pt, last.pt, checkpoints/epoch_XXXX.pt,
+averaged.pt, log.csv (epochs from 0, ``loss_<term>``, the scores, lr, time_s) and curves.png (re-drawn after the first
+epoch, then at most every ``PLOT_EVERY_S`` seconds, and after the last epoch).
 Batches are this rank's share of one seeded permutation per epoch, each with ``index`` (dataset
 indices); progress bars show on rank 0 when stderr is a terminal.
 
@@ -151,6 +153,8 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((int(version), tuple(int(v) for v in internal.tolist()), gauss))
 
 
+# matplotlib costs ~0.3 s per figure: with 5-s epochs, plotting every epoch was ~6 % of a speaker-extraction run
+PLOT_EVERY_S = 30.0
 RUN_FILES = ("best.pt", "last.pt", "averaged.pt", "config.yaml", "log.csv", "curves.png", "checkpoints")
 RESUME_FREE_KEYS = ("train.epochs", "train.threads")  # may differ between a run and its --resume
 
@@ -272,6 +276,10 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
     max_steps, grad_clip = int(tcfg.get("max_steps_per_epoch", 0)), float(tcfg["grad_clip"])
     bars = show_progress(info, progress)
     epochs_run = 0
+    val_every = int(tcfg.get("val_every", 1))
+    if val_every < 1:
+        raise EEGKitError(f"config: train.val_every must be >= 1, got {val_every}")
+    plotted_at, unplotted = None, False  # curves.png: the first epoch, then at most every PLOT_EVERY_S, and the last
     for epoch in range(start_epoch, epochs):
         if early.should_stop:
             speak(f"early stopping already triggered (patience {early.patience}); nothing to do")
@@ -309,21 +317,25 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
             raise EEGKitError(f"{out_dir}: weights became NaN/Inf at epoch {epoch} ({broken[0]}"
                               f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}); training stopped, last "
                               f"good checkpoint: {last_good}; lower train.lr (now {lr:g}) or set train.grad_clip")
-        core.eval()
-        with torch.no_grad():
-            scores = score(core, val_set, info)
-        core.train()
-        value = float(scores[monitor])
-        if not math.isfinite(value):
-            raise EEGKitError(f"{out_dir}: validation {monitor} is {value} at epoch {epoch}; training stopped, last "
-                              f"good checkpoint: {last_good}; check the data for NaN/Inf, flat EEG or constant "
-                              f"targets, or lower train.lr")
+        validated = epoch == 0 or (epoch + 1) % val_every == 0 or epoch == epochs - 1
+        scores, value, improved = {}, None, False
+        if validated:
+            core.eval()
+            with torch.no_grad():
+                scores = score(core, val_set, info)
+            core.train()
+            value = float(scores[monitor])
+            if not math.isfinite(value):
+                raise EEGKitError(f"{out_dir}: validation {monitor} is {value} at epoch {epoch}; training stopped, "
+                                  f"last good checkpoint: {last_good}; check the data for NaN/Inf, flat EEG or "
+                                  f"constant targets, or lower train.lr")
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            if math.isfinite(value):
+            if validated:
                 scheduler.step(value)
         else:
             scheduler.step()
-        improved = early.step(value)
+        if validated:
+            improved = early.step(value)
         epochs_run += 1
         # every rank calls the all-reduce (same keys everywhere): logged losses are the all-rank mean
         mean_terms = {f"loss_{name}": distributed.all_reduce_mean(float(total) / max(n_steps, 1), info)
@@ -334,7 +346,8 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
                 written = True
             row = {"epoch": epoch, "lr": lr, **mean_terms, **scores, "time_s": round(time.perf_counter() - started, 2)}
             logger.log(row)
-            extra = {"epoch": epoch, "best_val": early.best, monitor: value, "early_stopping": early.state_dict(),
+            extra = {"epoch": epoch, "best_val": early.best, monitor: early.best if value is None else value,
+                     "early_stopping": early.state_dict(),
                      "rng": _rng_state()}
             if improved:
                 save_checkpoint(out_dir / "best.pt", core, config, extra=extra, task=task)
@@ -343,7 +356,10 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
             if ckpt_every and (epoch + 1) % ckpt_every == 0:
                 save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch:04d}.pt", core, config, extra=extra,
                                 task=task)
-            plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=out_dir.name)
+            unplotted = True
+            if plotted_at is None or time.perf_counter() - plotted_at >= PLOT_EVERY_S:
+                plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=out_dir.name)
+                plotted_at, unplotted = time.perf_counter(), False
             shown = "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
             say(f"epoch {epoch}: loss {mean_terms.get('loss_total', float('nan')):.4f}  {shown}  lr {lr:.2e}"
                 f"{'  (best)' if improved else ''}")
@@ -351,6 +367,8 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
         if early.should_stop:
             speak(f"early stopping at epoch {epoch} (no {monitor} gain for {early.patience} epochs)")
             break
+    if unplotted:  # the figure always ends with the last logged epoch
+        plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=out_dir.name)
     if average and info.is_main:
         paths = sorted((out_dir / "checkpoints").glob("epoch_*.pt"))
         if not paths:
