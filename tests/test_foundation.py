@@ -220,3 +220,17 @@ def test_fit_validates_after_epoch_0_every_nth_epoch_and_the_last_and_patience_c
     result = trainer.fit(config, tmp_path / "run2", info, lambda: nn.Linear(3, 1), step, score, train_set,
                          train_set, 4, "score", progress=False, say=lambda m: None, task="task2")
     assert result["stopped_early"] and result["epochs_run"] == 9 and len(scored) == 4
+
+
+def test_help_into_a_closed_pipe_ends_without_a_traceback():
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (`| head`) is already gone: every write gets EPIPE
+    try:
+        completed = subprocess.run([sys.executable, "-m", "speaker_extraction.train", "--help"], stdout=write_end,
+                                   stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in completed.stderr and "BrokenPipeError" not in completed.stderr
+    assert completed.returncode in (0, 1)

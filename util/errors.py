@@ -58,6 +58,14 @@ def debug_enabled(argv: list[str]) -> bool:
     return DEBUG_FLAG in argv or os.environ.get("EEGKIT_DEBUG", "") not in ("", "0")
 
 
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush into a closed pipe stays silent."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run ``main(argv)`` and turn `EEGKitError` (and OS/decoding/recursion/memory errors) into one line, exit 2.
 
@@ -88,8 +96,14 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         sys.exit(130)
     except SystemExit as done:
         if wants_help and done.code in (0, None):
-            print(f"\n{DEBUG_HELP}")
+            try:
+                print(f"\n{DEBUG_HELP}")
+            except BrokenPipeError:  # `--help | head`: the reader left; nothing more to say
+                _stdout_to_devnull()
         raise
+    except BrokenPipeError:  # output piped into a reader that closed early (`| head`): stop quietly
+        _stdout_to_devnull()
+        sys.exit(1)
     except (OSError, UnicodeError, RecursionError, MemoryError) as error:
         message = describe(error)
         if debug or message is None:
