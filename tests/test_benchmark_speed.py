@@ -41,3 +41,19 @@ def test_count_flops_grouped_conv_backward():
     forward = 2 * 2 * 32 * 50 * 3  # 2 FLOPs per MAC, 3 MACs per output element
     assert count_flops(lambda: conv(x)) == forward
     assert count_flops(lambda: conv(x).sum().backward()) == 3 * forward  # + input and weight gradients
+
+
+def test_neurospex_step_breakdown_runs_and_refuses_bad_flags(capsys):
+    from benchmarks.neurospex_step import main
+    from util.errors import EEGKitError
+
+    assert main(["--threads", "1", "--batch", "1", "--crop-s", "0.5", "--repeats", "1", "--rounds", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line[:34].strip(): float(line[34:43]) for line in lines[2:]}
+    assert set(rows) >= {"EEG encoder", "one TCN block", "depthwise conv", "whole step (eager)"}
+    assert all(value > 0 for value in rows.values())
+    assert rows["whole step (eager)"] > rows["one TCN block"]  # the step holds 12 blocks
+    with pytest.raises(EEGKitError, match="--crop-s 0.1"):
+        main(["--crop-s", "0.1"])
+    with pytest.raises(EEGKitError, match="--config nope"):
+        main(["--config", "nope"])
