@@ -148,22 +148,16 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
 
 
-def test_fit_draws_the_curves_after_the_first_and_the_last_epoch_only_when_epochs_are_quick(tmp_path, monkeypatch):
-    import csv
-
+def _tiny_fit(out, train: dict, score):
+    """`util.trainer.fit` of a 3->1 linear model on 8 fixed points, task2 defaults + ``train`` overrides."""
     import torch
     from torch import nn
 
     from util import distributed, trainer
     from util.config import load_defaults, resolve
 
-    drawn = []  # number of logged epochs each time the figure is drawn
-    monkeypatch.setattr(trainer, "plot_curves",
-                        lambda log, png, title="": drawn.append(len(list(csv.DictReader(open(log))))))
-    monkeypatch.setattr(trainer, "PLOT_EVERY_S", 3600.0)
-    config = resolve({"train": {"epochs": 5, "patience": 10, "seed": 0}},
-                     load_defaults("task2_regression/configs/defaults.yaml"))
-    x = torch.randn(8, 3)
+    config = resolve({"train": {"seed": 0, **train}}, load_defaults("task2_regression/configs/defaults.yaml"))
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
 
     def step(model, batch, epoch):
         loss = (model(x[batch["index"]]) - 1).square().mean()
@@ -171,44 +165,38 @@ def test_fit_draws_the_curves_after_the_first_and_the_last_epoch_only_when_epoch
 
     train_set = [{"index": i} for i in range(8)]
     info = distributed.DistInfo(0, 1, 0, torch.device("cpu"))
-    trainer.fit(config, tmp_path / "run", info, lambda: nn.Linear(3, 1), step,
-                lambda model, val, info: {"score": -float((model(x) - 1).square().mean())},
-                train_set, train_set, 4, "score", progress=False, say=lambda m: None, task="task2")
+    return trainer.fit(config, out, info, lambda: nn.Linear(3, 1), step, score, train_set, train_set, 4, "score",
+                       progress=False, say=lambda m: None, task="task2")
+
+
+def test_fit_draws_the_curves_after_the_first_and_the_last_epoch_only_when_epochs_are_quick(tmp_path, monkeypatch):
+    import csv
+
+    from util import trainer
+
+    drawn = []  # number of logged epochs each time the figure is drawn
+    monkeypatch.setattr(trainer, "plot_curves",
+                        lambda log, png, title="": drawn.append(len(list(csv.DictReader(open(log))))))
+    score = lambda model, val, info: {"score": -float(model.weight.square().sum())}  # noqa: E731
+    monkeypatch.setattr(trainer, "PLOT_EVERY_S", 3600.0)
+    _tiny_fit(tmp_path / "run", {"epochs": 5, "patience": 10}, score)
     assert drawn == [1, 5]
     monkeypatch.setattr(trainer, "PLOT_EVERY_S", 0.0)  # slow epochs: every epoch is drawn, none twice
     drawn.clear()
-    trainer.fit(config, tmp_path / "run2", info, lambda: nn.Linear(3, 1), step,
-                lambda model, val, info: {"score": -float((model(x) - 1).square().mean())},
-                train_set, train_set, 4, "score", progress=False, say=lambda m: None, task="task2")
+    _tiny_fit(tmp_path / "run2", {"epochs": 5, "patience": 10}, score)
     assert drawn == [1, 2, 3, 4, 5]
 
 
 def test_fit_validates_after_epoch_0_every_nth_epoch_and_the_last_and_patience_counts_validations(tmp_path):
     import csv
 
-    import torch
-    from torch import nn
-
-    from util import distributed, trainer
-    from util.config import load_defaults, resolve
-
-    defaults = load_defaults("task2_regression/configs/defaults.yaml")
-    x = torch.randn(8, 3)
-    scored = []  # epochs at which the score ran
-
-    def step(model, batch, epoch):
-        loss = (model(x[batch["index"]]) - 1).square().mean()
-        return loss, {"total": loss}
+    scored = []  # one entry per validation
 
     def score(model, val, info):
         scored.append(len(scored))
         return {"score": [0.1, 0.3, 0.2, 0.2, 0.2, 0.2][len(scored) - 1]}  # best at the 2nd validation
 
-    train_set = [{"index": i} for i in range(8)]
-    info = distributed.DistInfo(0, 1, 0, torch.device("cpu"))
-    config = resolve({"train": {"epochs": 7, "patience": 10, "seed": 0, "val_every": 3}}, defaults)
-    result = trainer.fit(config, tmp_path / "run", info, lambda: nn.Linear(3, 1), step, score, train_set, train_set,
-                         4, "score", progress=False, say=lambda m: None, task="task2")
+    result = _tiny_fit(tmp_path / "run", {"epochs": 7, "patience": 10, "val_every": 3}, score)
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert [r["epoch"] for r in rows] == [str(e) for e in range(7)]  # every epoch logs its loss
     assert [r["epoch"] for r in rows if r["score"] != ""] == ["0", "2", "5", "6"]  # epoch 0, every 3rd, the last
@@ -216,9 +204,7 @@ def test_fit_validates_after_epoch_0_every_nth_epoch_and_the_last_and_patience_c
     assert result["best_val"] == 0.3 and load_checkpoint(tmp_path / "run" / "best.pt")["extra"]["epoch"] == 2
 
     scored.clear()  # patience 2 validations: best at epoch 2, no gain at 5 and 8 -> stop at epoch 8, not epoch 4
-    config = resolve({"train": {"epochs": 30, "patience": 2, "seed": 0, "val_every": 3}}, defaults)
-    result = trainer.fit(config, tmp_path / "run2", info, lambda: nn.Linear(3, 1), step, score, train_set,
-                         train_set, 4, "score", progress=False, say=lambda m: None, task="task2")
+    result = _tiny_fit(tmp_path / "run2", {"epochs": 30, "patience": 2, "val_every": 3}, score)
     assert result["stopped_early"] and result["epochs_run"] == 9 and len(scored) == 4
 
 

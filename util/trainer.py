@@ -280,6 +280,11 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
     if val_every < 1:
         raise EEGKitError(f"config: train.val_every must be >= 1, got {val_every}")
     plotted_at, unplotted = None, False  # curves.png: the first epoch, then at most every PLOT_EVERY_S, and the last
+
+    def draw_curves() -> None:
+        nonlocal plotted_at, unplotted
+        plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=out_dir.name)
+        plotted_at, unplotted = time.perf_counter(), False
     for epoch in range(start_epoch, epochs):
         if early.should_stop:
             speak(f"early stopping already triggered (patience {early.patience}); nothing to do")
@@ -346,9 +351,8 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
                 written = True
             row = {"epoch": epoch, "lr": lr, **mean_terms, **scores, "time_s": round(time.perf_counter() - started, 2)}
             logger.log(row)
-            extra = {"epoch": epoch, "best_val": early.best, monitor: early.best if value is None else value,
-                     "early_stopping": early.state_dict(),
-                     "rng": _rng_state()}
+            extra = {"epoch": epoch, "best_val": early.best, monitor: value,  # None: no validation this epoch
+                     "early_stopping": early.state_dict(), "rng": _rng_state()}
             if improved:
                 save_checkpoint(out_dir / "best.pt", core, config, extra=extra, task=task)
             save_checkpoint(last_path, core, config, optimizer, scheduler, extra=extra, task=task)
@@ -358,17 +362,16 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
                                 task=task)
             unplotted = True
             if plotted_at is None or time.perf_counter() - plotted_at >= PLOT_EVERY_S:
-                plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=out_dir.name)
-                plotted_at, unplotted = time.perf_counter(), False
+                draw_curves()
             shown = "  ".join(f"{k} {v:.4f}" for k, v in scores.items())
             say(f"epoch {epoch}: loss {mean_terms.get('loss_total', float('nan')):.4f}  {shown}  lr {lr:.2e}"
                 f"{'  (best)' if improved else ''}")
         distributed.barrier(info)
         if early.should_stop:
-            speak(f"early stopping at epoch {epoch} (no {monitor} gain for {early.patience} epochs)")
+            speak(f"early stopping at epoch {epoch} (no {monitor} gain for {early.patience} validations)")
             break
     if unplotted:  # the figure always ends with the last logged epoch
-        plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=out_dir.name)
+        draw_curves()
     if average and info.is_main:
         paths = sorted((out_dir / "checkpoints").glob("epoch_*.pt"))
         if not paths:
