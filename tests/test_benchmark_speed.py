@@ -1,5 +1,7 @@
-"""benchmarks/speed.py (FLOP counting with the CPU SDPA kernels, ratios/IQR, % of peak) and gpu.py without CUDA."""
+"""benchmarks/speed.py (FLOP counting with the CPU SDPA kernels, ratios/IQR, % of peak), gpu.py without CUDA, neurospex_step.py."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -57,3 +59,18 @@ def test_neurospex_step_breakdown_runs_and_refuses_bad_flags(capsys):
         main(["--crop-s", "0.1"])
     with pytest.raises(EEGKitError, match="--config nope"):
         main(["--config", "nope"])
+
+
+@pytest.mark.parametrize("flags, named", [(["--crop-s", "0.1"], "--crop-s 0.1"), (["--crop-s", "31"], "--crop-s 31"),
+                                          (["--rounds", "0"], "--rounds 0"), (["--threads", "x"], "--threads"),
+                                          (["--config", "nope"], "--config nope")])
+def test_neurospex_step_cli_refuses_bad_flags_in_one_line(flags, named):
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.neurospex_step", *flags], cwd=Path(__file__).parents[1],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0]
+    assert completed.stdout == ""
