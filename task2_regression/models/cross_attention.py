@@ -68,8 +68,10 @@ def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: 
 
     def split(t: torch.Tensor) -> torch.Tensor:
         # (batch, dim, n_chunks*span) -> (batch*n_chunks, heads, span, head_dim)
+        # contiguous: CPU SDPA takes its flash kernel only for a unit-stride last axis; on this view
+        # (stride `time` along head_dim) it falls back to the math path (4.5x slower fwd + bwd at 1920 frames)
         t = t.reshape(batch, heads, head_dim, n_chunks, span)
-        return t.permute(0, 3, 1, 4, 2).reshape(batch * n_chunks, heads, span, head_dim)
+        return t.permute(0, 3, 1, 4, 2).reshape(batch * n_chunks, heads, span, head_dim).contiguous()
 
     q, k, v = split(query), split(key), split(value)
     if impl == "auto":
