@@ -86,7 +86,7 @@ class _ConvTM(torch.autograd.Function):
                 else:  # x[s] fed y[s - o]
                     grad_x[shift:].addmm_(grad_y[:rows - shift], weight[j].t())
         if ctx.needs_input_grad[1]:
-            grad_w = torch.empty_like(weight)  # (k, C_in, C_out)
+            grad_w = torch.empty_like(weight)  # (k, C_in, C_out), in weight's (strided) layout
             for j, offset in enumerate(offsets):
                 shift = abs(offset) * ctx.batch
                 if shift >= rows:
@@ -98,7 +98,9 @@ class _ConvTM(torch.autograd.Function):
                 else:
                     torch.mm(x.t(), grad_y, out=grad_w[j])
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_y.sum(0, dtype=torch.promote_types(grad_y.dtype, torch.float32)).to(ctx.bias_dtype)
+            # summed in grad_y's dtype (CPU accumulates bf16 sums in fp32; the result is rounded once, like
+            # the bf16 GEMMs' weight gradients); a dtype= sum would first copy all of grad_y to fp32
+            grad_b = grad_y.sum(0).to(ctx.bias_dtype)
         return grad_x, grad_w, grad_b, None, None
 
 
@@ -119,10 +121,35 @@ def conv1d_tm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
     return _ConvTM.apply(x.contiguous(), weight, bias, int(batch), int(dilation))
 
 
+class _Taps(torch.autograd.Function):
+    """Conv1d weight (C_out, C_in, k) -> tap rows (C_in * k, C_out) in ``dtype``, and back for the gradient.
+
+    Both directions are a cast plus one 2-D transpose of the flat (C_out, C_in * k) matrix. The obvious
+    ``weight.permute(2, 1, 0).contiguous()`` is a 3-D transpose with the k taps innermost; its backward
+    (an fp32 copy that weight norm needs contiguous) cost ~5 ms per 512-channel layer of the paper-size
+    CAT-WaveNet, against ~0.8 ms for this one (benchmarks/task2_models.py measures the whole step).
+    """
+
+    @staticmethod
+    def forward(ctx, weight, dtype):
+        ctx.weight_dtype, ctx.shape = weight.dtype, weight.shape
+        flat = weight.reshape(weight.shape[0], -1)  # (C_out, C_in * k)
+        return flat.to(dtype).t().contiguous()  # (C_in * k, C_out)
+
+    @staticmethod
+    def backward(ctx, grad):  # grad: (C_in * k, C_out)
+        return grad.t().to(ctx.weight_dtype).contiguous().view(ctx.shape), None
+
+
 def weight_taps(conv_weight: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """``nn.Conv1d`` weight (C_out, C_in, k) -> GEMM taps (k, C_in, C_out), contiguous, in ``dtype``."""
-    taps = conv_weight.permute(2, 1, 0)
-    return (taps if dtype is None else taps.to(dtype)).contiguous()
+    """``nn.Conv1d`` weight (C_out, C_in, k) -> GEMM taps (k, C_in, C_out) in ``dtype`` (differentiable).
+
+    The taps are a strided view of one (C_in, k, C_out) buffer: each tap ``[j]`` is a (C_in, C_out) matrix
+    with unit column stride, which the GEMMs read (and their gradients are written) in place.
+    """
+    c_out, c_in, kernel = conv_weight.shape
+    rows = _Taps.apply(conv_weight, conv_weight.dtype if dtype is None else dtype)  # (C_in * k, C_out)
+    return rows.view(c_in, kernel, c_out).transpose(0, 1)  # (k, C_in, C_out)
 
 
 def time_major(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
