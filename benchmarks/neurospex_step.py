@@ -3,7 +3,7 @@
 Builds the model of --config (default neurospex_small) with its own conv_impl, and times forward +
 backward (sum of the output as the loss) of the EEG encoder, one cross-attention fusion, one TCN
 repeat and one TCN block with its pieces (1x1 GEMMs, PReLU, layer norm, depthwise conv), then a whole
-step (model, negative SI-SDR, backward, gradient clipping, foreach Adam), all on a batch of
+step (model, negative SI-SDR, backward, gradient clipping, fused Adam), all on a batch of
 --batch random crops of --crop-s seconds (the demo trains on 4 x 2 s). Every entry is timed in
 interleaved rounds with the fp32 matmul peak (`benchmarks.speed`: `interleave`, `summary`, `count_flops`),
 so each row has its median and 25-75 % range, GFLOP/s and % of the peak of the same rounds.
