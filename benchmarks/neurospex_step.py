@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     from speaker_extraction.loss import neg_si_sdr_loss
     from speaker_extraction.models import build_model
     from speaker_extraction.models.tcn import depthwise_conv_cl, pointwise_cl
+    from util.prelu import prelu
     from util.trainer import make_adam
 
     torch.set_num_threads(args.threads)
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
         "one TCN repeat": backward_of(lambda: model.repeats[0].forward_cl(speech)),
         "one TCN block": backward_of(lambda: block.forward_cl(speech)),
         f"  1x1 conv {bottleneck}->{hidden} (GEMM)": backward_of(lambda: pointwise_cl(speech, block.in_conv)),
-        "  PReLU": backward_of(lambda: block.in_activation(wide)),
+        "  PReLU (util.prelu, as the block runs it)": backward_of(lambda: prelu(wide, block.in_activation.weight)),
+        "  PReLU (nn.PReLU, torch's backward)": backward_of(lambda: block.in_activation(wide)),
         "  layer norm": backward_of(lambda: F.layer_norm(wide, (hidden,), norm.weight, norm.bias, norm.eps)),
         "  depthwise conv": backward_of(lambda: depthwise_conv_cl(wide, block.depthwise_conv)),
         f"  1x1 conv {hidden}->{bottleneck} (GEMM)": backward_of(lambda: pointwise_cl(wide, block.out_conv)),
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
           f"forward + backward; {args.rounds} interleaved rounds of {args.repeats} calls; median ms per call "
           f"(25-75 % range); %peak of the fp32 matmul peak of the same rounds")
     print(f"fp32 matmul peak (2048^2, best of 3 per round): {peak['gflops']:.0f} GFLOP/s ({fmt_range(peak['iqr'])})")
-    print(f"{'part':<34}{'ms':>9}{'(IQR)':>15}{'GF/s':>8}{'%peak':>7}  repeats in a model")
+    print(f"{'part':<42}{'ms':>9}{'(IQR)':>15}{'GF/s':>8}{'%peak':>7}  repeats in a model")
     for label in calls:
         reference = "whole step (eager)" if label == "whole step (torch.compile)" else None
         row = summary(times, label, reference=reference, flops=flops[label] * args.repeats,
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
         if reference is not None:
             extra = (f"{row['ratio']:.2f}x eager ({fmt_range(row['ratio_iqr'])}); "
                      f"first step incl. compile {compile_s:.0f} s")
-        print(f"{label:<34}{row['s'] / args.repeats * 1e3:>9.2f}{fmt_range(iqr_ms):>15}"
+        print(f"{label:<42}{row['s'] / args.repeats * 1e3:>9.2f}{fmt_range(iqr_ms):>15}"
               f"{row.get('gflops', 0.0):>8.1f}{row.get('pct_peak', 0.0):>7.1f}  {extra}")
     return 0
 

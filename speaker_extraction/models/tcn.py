@@ -7,13 +7,16 @@ no skip output; ``TCNStack`` is X blocks with dilations 1, 2, ..., 2^(X-1).
 `forward` takes channel-first tensors (batch, channels, frames) (``nn.Conv1d``: ``model.conv_impl:
 native``); `forward_cl` computes the same with the same parameters on channel-last tensors
 (batch, frames, channels) (``conv_impl: gemm``): the 1x1 convs are one GEMM each (``F.linear``), the
-channel LayerNorm needs no transposes, and the dilated depthwise conv is k shifted multiply-adds.
+channel LayerNorm needs no transposes, the dilated depthwise conv is k shifted multiply-adds and the
+PReLUs are `util.prelu.prelu` (hand-written backwards for both: torch's are slow on CPU).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from util.prelu import prelu
 
 
 class ChannelLayerNorm(nn.Module):
@@ -32,23 +35,58 @@ class ChannelLayerNorm(nn.Module):
                             self.eps).transpose(1, 2)
 
 
+class _DepthwiseCL(torch.autograd.Function):
+    """Dilated depthwise 'same' conv on channel-last x (batch, frames, C) as k shifted multiply-adds, with a
+    hand-written backward (autograd of the in-place slice adds costs 2.5x more: copies of every slice)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, dilation: int):
+        # x: (batch, frames, C); weight: (C, k) in x's dtype; bias: (C,) or None
+        kernel, frames = weight.shape[1], x.shape[1]
+        centre = kernel // 2
+        out = x * weight[:, centre]  # (batch, frames, C)
+        if bias is not None:
+            out.add_(bias)
+        for j in range(kernel):
+            offset = (j - centre) * dilation
+            if j == centre or abs(offset) >= frames:
+                continue
+            if offset < 0:  # out[t] += x[t - |o|] w_j
+                out[:, -offset:].addcmul_(x[:, :frames + offset], weight[:, j])
+            else:  # out[t] += x[t + o] w_j
+                out[:, :frames - offset].addcmul_(x[:, offset:], weight[:, j])
+        ctx.save_for_backward(x, weight)
+        ctx.dilation, ctx.has_bias = dilation, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()  # (batch, frames, C)
+        kernel, frames = weight.shape[1], x.shape[1]
+        centre = kernel // 2
+        grad_x = grad * weight[:, centre]  # (batch, frames, C)
+        grad_w = torch.zeros_like(weight)  # (C, k); a tap that reaches no frame keeps 0
+        grad_w[:, centre] = (grad * x).sum((0, 1))
+        for j in range(kernel):
+            offset = (j - centre) * ctx.dilation
+            if j == centre or abs(offset) >= frames:
+                continue
+            if offset < 0:  # x[s] fed out[s + |o|]
+                out_rows, in_rows = slice(-offset, None), slice(None, frames + offset)
+            else:  # x[s] fed out[s - o]
+                out_rows, in_rows = slice(None, frames - offset), slice(offset, None)
+            grad_x[:, in_rows].addcmul_(grad[:, out_rows], weight[:, j])
+            grad_w[:, j] = (grad[:, out_rows] * x[:, in_rows]).sum((0, 1))
+        grad_b = grad.sum((0, 1)) if ctx.has_bias else None
+        return grad_x, grad_w, grad_b, None
+
+
 def depthwise_conv_cl(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     """Depthwise 'same' ``conv`` (groups = channels, odd kernel) on channel-last x (batch, frames, C)."""
     weight = conv.weight[:, 0, :].to(x.dtype)  # (C, k)
-    kernel, dilation, frames = weight.shape[1], conv.dilation[0], x.shape[1]
-    centre = kernel // 2
-    out = x * weight[:, centre]  # (batch, frames, C)
-    if conv.bias is not None:
-        out = out + conv.bias.to(x.dtype)
-    for j in range(kernel):
-        offset = (j - centre) * dilation
-        if j == centre or abs(offset) >= frames:
-            continue
-        if offset < 0:  # out[t] += x[t - |o|] w_j
-            out[:, -offset:] += x[:, :frames + offset] * weight[:, j]
-        else:  # out[t] += x[t + o] w_j
-            out[:, :frames - offset] += x[:, offset:] * weight[:, j]
-    return out
+    bias = conv.bias.to(x.dtype) if conv.bias is not None else None
+    return _DepthwiseCL.apply(x, weight, bias, conv.dilation[0])  # (batch, frames, C)
 
 
 def pointwise_cl(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
@@ -81,11 +119,11 @@ class TCNBlock(nn.Module):
     def forward_cl(self, x: torch.Tensor) -> torch.Tensor:
         # x: (batch, frames, B), channel-last; the same block as `forward`
         norm = self.in_norm
-        y = F.layer_norm(self.in_activation(pointwise_cl(x, self.in_conv)), (norm.n_channels,), norm.weight,
-                         norm.bias, norm.eps)  # (batch, frames, H)
-        norm = self.depthwise_norm
-        y = F.layer_norm(self.depthwise_activation(depthwise_conv_cl(y, self.depthwise_conv)), (norm.n_channels,),
+        y = F.layer_norm(prelu(pointwise_cl(x, self.in_conv), self.in_activation.weight), (norm.n_channels,),
                          norm.weight, norm.bias, norm.eps)  # (batch, frames, H)
+        norm = self.depthwise_norm
+        y = F.layer_norm(prelu(depthwise_conv_cl(y, self.depthwise_conv), self.depthwise_activation.weight),
+                         (norm.n_channels,), norm.weight, norm.bias, norm.eps)  # (batch, frames, H)
         return x + pointwise_cl(y, self.out_conv)  # (batch, frames, B)
 
 
