@@ -17,9 +17,9 @@ subprocess (so peak memory is that config's alone):
 Each config runs as it trains: its model options (conv_impl auto = GEMM convs on CPU), its
 train.precision, Adam via util.trainer.make_adam (fused on CPU and CUDA).
 Then the ablation (`--ablation-config`, default cat_wavenet_small; `--variants` picks rows): the
-plain fp32 path (fast=False: plain gate and attention, full attention, nn.Conv1d, per-tensor Adam)
-against the fast paths (fused gate, SDPA, the config's attention chunk, folded weight norm at
-inference, make_adam) with nn.Conv1d or GEMM convs, in fp32 or bf16 (util.trainer.set_precision),
+plain fp32 path (fast=False: plain gate and attention, nn.Conv1d, per-tensor Adam) against the fast
+paths (fused gate, SDPA, folded weight norm at inference, make_adam); every variant keeps the config's
+attention chunk, so all compute the same function with nn.Conv1d or GEMM convs, in fp32 or bf16 (util.trainer.set_precision),
 optionally `--compile`; all with the same weights in one process, timed interleaved for `--rounds`
 rounds in a rotating order together with the fp32 and bf16 matmul peaks. Reported: median seconds,
 x plain = plain median / variant median with the 25-75 % range of the per-round ratios, GFLOP/s and
@@ -162,7 +162,7 @@ def worker(name: str, args) -> dict:
 
 # (label, model options, precision, fast Adam, fold weight norm at inference); "plain" is the reference
 VARIANTS = [
-    ("plain fp32", dict(fast=False, attention_chunk=None, conv_impl="native"), "fp32", False, False),
+    ("plain fp32", dict(fast=False, conv_impl="native"), "fp32", False, False),
     ("fast fp32 native conv", dict(conv_impl="native"), "fp32", True, True),
     ("fast fp32 gemm conv", dict(conv_impl="gemm"), "fp32", True, True),
     ("fast bf16 native conv", dict(conv_impl="native"), "bf16", True, True),
@@ -176,7 +176,7 @@ def ablation(name: str, args) -> tuple[list[dict], dict]:
     from util.trainer import set_precision
 
     torch.manual_seed(0)
-    base, cfg = build(name, {"fast": False, "attention_chunk": None})
+    base, cfg = build(name, {"fast": False})
     state = base.state_dict()
     del base
     train_samples = int(round(float(args.ablation_window_s or cfg["data"]["window_s"]) * FS))
