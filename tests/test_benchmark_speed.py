@@ -51,8 +51,9 @@ def test_neurospex_step_breakdown_runs_and_refuses_bad_flags(capsys):
 
     assert main(["--threads", "1", "--batch", "1", "--crop-s", "0.5", "--repeats", "1", "--rounds", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = {line[:34].strip(): float(line[34:43]) for line in lines[3:]}  # after the 3 header lines
-    assert set(rows) >= {"EEG encoder", "one TCN block", "depthwise conv", "whole step (eager)"}
+    rows = {line[:42].strip(): float(line[42:51]) for line in lines[3:]}  # after the 3 header lines
+    assert set(rows) >= {"EEG encoder", "one TCN block", "depthwise conv", "PReLU (util.prelu, as the block runs it)",
+                         "whole step (eager)"}
     assert all(value > 0 for value in rows.values())
     assert rows["whole step (eager)"] > rows["one TCN block"]  # the step holds 12 blocks
     with pytest.raises(EEGKitError, match="--crop-s 0.1"):
