@@ -14,7 +14,7 @@ subprocess (so peak memory is that config's alone):
                  SDPA kernels it misses) over the measured time, and as a percentage of the matmul
                  peak of the precision in use (the config's train.precision), fp32 and bf16 peaks
                  timed in the same worker, interleaved with the model rounds (`--iters` rounds).
-Each config runs as it trains: its model options (conv_impl auto = GEMM convs on CPU), its
+Each config runs as it trains: its model options (conv_impl auto: GEMM convs under bf16, nn.Conv1d in fp32), its
 train.precision, Adam via util.trainer.make_adam (fused on CPU and CUDA).
 Then the ablation (`--ablation-config`, default cat_wavenet_small; `--variants` picks rows): the
 plain fp32 path (fast=False: plain gate and attention, nn.Conv1d, per-tensor Adam) against the fast

@@ -98,6 +98,20 @@ def _compare_paths(model, set_impl, run, tolerance):
     assert worst < tolerance
 
 
+def test_wavenet_auto_is_gemm_only_under_cpu_bf16_autocast():
+    from task2_regression.models.wavenet import WaveNetRegressor
+
+    stage = WaveNetRegressor(4, 2, layers=2, dilation_cycle=2, residual_channels=8, skip_channels=8)
+    stage.conv_impl = "auto"
+    cpu = torch.device("cpu")
+    assert stage.resolved_conv_impl(cpu) == "native"  # fp32: oneDNN's conv is the faster one
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert stage.resolved_conv_impl(cpu) == "gemm"
+    assert stage.resolved_conv_impl(torch.device("cuda")) == "native"
+    stage.conv_impl = "gemm"
+    assert stage.resolved_conv_impl(cpu) == "gemm"  # an explicit choice is kept
+
+
 def test_cat_wavenet_gemm_path_equals_native():
     from task2_regression.models import build_model
 

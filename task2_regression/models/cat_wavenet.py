@@ -26,7 +26,7 @@ Speed switches (all keep the same parameters and the same outputs):
   attention_chunk local attention window in samples (None = full window);
   bf16=True       runs the forward under CPU/CUDA bfloat16 autocast (outputs float32);
   conv_impl       auto | native | gemm: how the WaveNet stages run their convs (util/conv.py;
-                  auto = GEMMs on CPU, cuDNN on CUDA);
+                  auto = GEMMs under CPU bf16 autocast, nn.Conv1d in fp32 and on CUDA: wavenet.py);
   fold_weight_norm() removes the weight-norm parametrisation for inference.
 
 Parameter count of the paper configuration (configs/cat_wavenet.yaml, counted on the

@@ -29,7 +29,10 @@ Conv switch: `conv_impl` (``auto | native | gemm``, see util/conv.py). ``native`
 (time * batch, C) and runs the whole stage as GEMMs (`util.conv.conv1d_tm`) with the same parameters:
 under bf16 autocast the activations and the (weight-normed, once per forward) weights are cast to bf16
 once and stay bf16 across layers, with autocast off inside the stage (no per-call casts). ``auto``
-is ``gemm`` on CPU and ``native`` on CUDA. Same outputs and gradients within float tolerance (tested).
+is ``gemm`` on CPU under bf16 autocast and ``native`` otherwise (fp32, CUDA): in fp32 oneDNN's own conv
+beats the fp32 GEMMs (paper-size CAT-WaveNet training step, interleaved: 4.87 s native against 7.68 s
+gemm; cat_wavenet_small 0.089 against 0.088 s), while under bf16 oneDNN's conv is the slow one (the
+reason the GEMM path exists). Same outputs and gradients within float tolerance (tested).
 """
 from __future__ import annotations
 
@@ -139,13 +142,20 @@ class WaveNetRegressor(nn.Module):
         self.head_out = _conv(skip_channels, out_channels, 1, 1, weight_norm)
         self.conv_impl = "native"
 
+    def resolved_conv_impl(self, device: torch.device) -> str:
+        """``native`` or ``gemm`` for a forward on ``device`` now (``auto``: gemm only under CPU bf16 autocast)."""
+        impl = _resolve_conv_impl(self.conv_impl, device)
+        if self.conv_impl == "auto" and impl == "gemm" and not torch.is_autocast_enabled(device.type):
+            return "native"
+        return impl
+
     def set_fused_gate(self, enabled: bool) -> None:
         for layer in self.layers:
             layer.fused_gate = enabled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (batch, in_channels, time)
-        if _resolve_conv_impl(self.conv_impl, x.device) == "gemm":
+        if self.resolved_conv_impl(x.device) == "gemm":
             return self._forward_gemm(x)
         x = torch.relu(self.input_conv(x))  # (batch, R, time)
         skip_sum = None
