@@ -125,9 +125,9 @@ class _Taps(torch.autograd.Function):
     """Conv1d weight (C_out, C_in, k) -> tap rows (C_in * k, C_out) in ``dtype``, and back for the gradient.
 
     Both directions are a cast plus one 2-D transpose of the flat (C_out, C_in * k) matrix. The obvious
-    ``weight.permute(2, 1, 0).contiguous()`` is a 3-D transpose with the k taps innermost; its backward
-    (an fp32 copy that weight norm needs contiguous) cost ~5 ms per 512-channel layer of the paper-size
-    CAT-WaveNet, against ~0.8 ms for this one (benchmarks/task2_models.py measures the whole step).
+    ``weight.permute(2, 1, 0).contiguous()`` is a 3-D transpose with the k taps innermost, several times
+    slower on this CPU, above all its backward (an fp32 copy that weight norm needs contiguous) in the
+    512-channel stage of the paper-size CAT-WaveNet (benchmarks/task2_models.py times the whole step).
     """
 
     @staticmethod

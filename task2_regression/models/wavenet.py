@@ -30,9 +30,9 @@ Conv switch: `conv_impl` (``auto | native | gemm``, see util/conv.py). ``native`
 under bf16 autocast the activations and the (weight-normed, once per forward) weights are cast to bf16
 once and stay bf16 across layers, with autocast off inside the stage (no per-call casts). ``auto``
 is ``gemm`` on CPU under bf16 autocast and ``native`` otherwise (fp32, CUDA): in fp32 oneDNN's own conv
-beats the fp32 GEMMs (paper-size CAT-WaveNet training step, interleaved: 4.87 s native against 7.68 s
-gemm; cat_wavenet_small 0.089 against 0.088 s), while under bf16 oneDNN's conv is the slow one (the
-reason the GEMM path exists). Same outputs and gradients within float tolerance (tested).
+beats the fp32 GEMMs (paper-size CAT-WaveNet, 2 threads: training step 4.21 s native against 6.73 s gemm,
+inference 1.34 against 2.30 s; results/task2/benchmark_models.txt), while under bf16 oneDNN's conv is the
+slow one (the reason the GEMM path exists). Same outputs and gradients within float tolerance (tested).
 """
 from __future__ import annotations
 
