@@ -160,13 +160,16 @@ def worker(name: str, args) -> dict:
     }
 
 
-# (label, model options, precision, fast Adam, fold weight norm at inference); "plain" is the reference
+# (label, model options, precision, fast Adam, fold weight norm: at inference / also for training); "plain" is
+# the reference. The last row is a cost probe, not a training mode: the same weights with weight norm folded
+# into plain conv weights before training, so its step has no weight-norm work (the same forward function).
 VARIANTS = [
-    ("plain fp32", dict(fast=False, conv_impl="native"), "fp32", False, False),
-    ("fast fp32 native conv", dict(conv_impl="native"), "fp32", True, True),
-    ("fast fp32 gemm conv", dict(conv_impl="gemm"), "fp32", True, True),
-    ("fast bf16 native conv", dict(conv_impl="native"), "bf16", True, True),
-    ("fast bf16 gemm conv", dict(conv_impl="gemm"), "bf16", True, True),
+    ("plain fp32", dict(fast=False, conv_impl="native"), "fp32", False, False, False),
+    ("fast fp32 native conv", dict(conv_impl="native"), "fp32", True, True, False),
+    ("fast fp32 gemm conv", dict(conv_impl="gemm"), "fp32", True, True, False),
+    ("fast bf16 native conv", dict(conv_impl="native"), "bf16", True, True, False),
+    ("fast bf16 gemm conv", dict(conv_impl="gemm"), "bf16", True, True, False),
+    ("fast bf16 gemm, no weight norm", dict(conv_impl="gemm"), "bf16", True, True, True),
 ]
 
 
@@ -182,7 +185,7 @@ def ablation(name: str, args) -> tuple[list[dict], dict]:
     train_samples = int(round(float(args.ablation_window_s or cfg["data"]["window_s"]) * FS))
     wanted = [v for v in VARIANTS if not args.variants or v[0] in args.variants]
     fns, flops, skipped = {}, {}, []
-    for label, options, precision, fast_adam, fold in wanted:
+    for label, options, precision, fast_adam, fold, fold_train in wanted:
         models = []
         for _ in range(2):  # one training model, one inference model
             model, _ = build(name, options)
@@ -192,6 +195,8 @@ def ablation(name: str, args) -> tuple[list[dict], dict]:
         infer_model.eval()
         if fold:  # folding only matters at inference; training keeps weight norm
             infer_model.fold_weight_norm()
+        if fold_train:  # the weight-norm cost probe
+            train_model.fold_weight_norm()
         fns[f"{label}|train"] = _train_step_fn(train_model, args.train_batch, train_samples, fast_adam)
         fns[f"{label}|infer"] = _infer_fn(infer_model, args.infer_batch, 30 * FS)
         flops[f"{label}|train"] = _count_flops(fns[f"{label}|train"])  # also the warm-up call
@@ -212,7 +217,7 @@ def ablation(name: str, args) -> tuple[list[dict], dict]:
     fns["peak fp32"], fns["peak bf16"] = peaks["fp32"], peaks["bf16"]
     times = interleave(fns, args.rounds)
     rows = []
-    for label, _, precision, _, _ in wanted + ([("fast bf16 gemm conv + compile", None, "bf16", True, True)]
+    for label, _, precision, _, _, _ in wanted + ([("fast bf16 gemm conv + compile", None, "bf16", True, True, False)]
                                                if f"fast bf16 gemm conv + compile|train" in fns else []):
         row = {"variant": label, "precision": precision}
         for kind in ("train", "infer"):

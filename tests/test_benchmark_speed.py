@@ -75,3 +75,31 @@ def test_neurospex_step_cli_refuses_bad_flags_in_one_line(flags, named):
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0]
     assert completed.stdout == ""
+
+
+def test_task2_ablation_runs_its_rows_and_the_weight_norm_probe_has_no_parametrisation(capsys, monkeypatch):
+    from torch.nn.utils import parametrize
+
+    import benchmarks.task2_models as bench
+
+    built = []
+    real_build = bench.build
+
+    def spy_build(name, overrides=None):  # record every model the ablation builds
+        model, cfg = real_build(name, overrides)
+        built.append(model)
+        return model, cfg
+
+    monkeypatch.setattr(bench, "build", spy_build)
+    bench.main(["--configs", "--threads", "1", "--rounds", "1", "--train-batch", "1", "--infer-batch", "1",
+                "--variants", "plain fp32", "fast bf16 gemm, no weight norm"])
+    out = capsys.readouterr().out
+    rows = {line[:30].strip(): line[30:].split() for line in out.splitlines()
+            if line.startswith(("plain fp32 ", "fast bf16 gemm, no weight norm"))}
+    assert set(rows) == {"plain fp32", "fast bf16 gemm, no weight norm"}
+    assert rows["plain fp32"][1] == "1.00"  # the reference row
+    assert all(float(rows[label][0]) > 0 for label in rows)  # train seconds
+    # models built: the state donor, then (train, infer) per variant. plain keeps weight norm in both; the probe
+    # folds it in its inference model (as every fast row does) and, unlike them, in its training model too
+    has_weight_norm = [any(parametrize.is_parametrized(m) for m in model.modules()) for model in built]
+    assert has_weight_norm == [True, True, True, False, False]
