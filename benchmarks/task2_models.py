@@ -18,12 +18,13 @@ Each config runs as it trains: its model options (conv_impl auto: GEMM convs und
 train.precision, Adam via util.trainer.make_adam (fused on CPU and CUDA).
 Then the ablation (`--ablation-config`, default cat_wavenet_small; `--variants` picks rows): the
 plain fp32 path (fast=False: plain gate and attention, nn.Conv1d, per-tensor Adam) against the fast
-paths (fused gate, SDPA, folded weight norm at inference, make_adam); every variant keeps the config's
-attention chunk, so all compute the same function with nn.Conv1d or GEMM convs, in fp32 or bf16 (util.trainer.set_precision),
-optionally `--compile`; all with the same weights in one process, timed interleaved for `--rounds`
+paths (fused gate, SDPA, folded weight norm at inference, make_adam; every variant keeps the config's
+attention chunk, so all compute the same function), with nn.Conv1d or GEMM convs, in fp32 or bf16
+(util.trainer.set_precision), optionally `--compile`; all with the same weights in one process, timed interleaved for `--rounds`
 rounds in a rotating order together with the fp32 and bf16 matmul peaks. Reported: median seconds,
 x plain = plain median / variant median with the 25-75 % range of the per-round ratios, GFLOP/s and
-% of the same round's peak of the variant's precision (median, 25-75 % range).
+% of the same round's peak of the variant's precision (median, 25-75 % range). The row 'fast bf16 gemm,
+no weight norm' is a cost probe: the same weights folded out of weight norm before training.
 
 Example: python -m benchmarks.task2_models --quick --threads 2
 """

@@ -35,6 +35,19 @@ class ChannelLayerNorm(nn.Module):
                             self.eps).transpose(1, 2)
 
 
+def _side_taps(kernel: int, dilation: int, frames: int):
+    """(j, out_rows, in_rows) for every non-centre tap j that reaches a frame: out[out_rows] += x[in_rows] w_j."""
+    centre = kernel // 2
+    for j in range(kernel):
+        offset = (j - centre) * dilation
+        if j == centre or abs(offset) >= frames:
+            continue
+        if offset < 0:  # out[t] += x[t - |o|] w_j
+            yield j, slice(-offset, None), slice(None, frames + offset)
+        else:  # out[t] += x[t + o] w_j
+            yield j, slice(None, frames - offset), slice(offset, None)
+
+
 class _DepthwiseCL(torch.autograd.Function):
     """Dilated depthwise 'same' conv on channel-last x (batch, frames, C) as k shifted multiply-adds, with a
     hand-written backward (autograd of the in-place slice adds costs 2.5x more: copies of every slice)."""
@@ -42,19 +55,11 @@ class _DepthwiseCL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, dilation: int):
         # x: (batch, frames, C); weight: (C, k) in x's dtype; bias: (C,) or None
-        kernel, frames = weight.shape[1], x.shape[1]
-        centre = kernel // 2
-        out = x * weight[:, centre]  # (batch, frames, C)
+        out = x * weight[:, weight.shape[1] // 2]  # (batch, frames, C)
         if bias is not None:
             out.add_(bias)
-        for j in range(kernel):
-            offset = (j - centre) * dilation
-            if j == centre or abs(offset) >= frames:
-                continue
-            if offset < 0:  # out[t] += x[t - |o|] w_j
-                out[:, -offset:].addcmul_(x[:, :frames + offset], weight[:, j])
-            else:  # out[t] += x[t + o] w_j
-                out[:, :frames - offset].addcmul_(x[:, offset:], weight[:, j])
+        for j, out_rows, in_rows in _side_taps(weight.shape[1], dilation, x.shape[1]):
+            out[:, out_rows].addcmul_(x[:, in_rows], weight[:, j])
         ctx.save_for_backward(x, weight)
         ctx.dilation, ctx.has_bias = dilation, bias is not None
         return out
@@ -63,20 +68,12 @@ class _DepthwiseCL(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()  # (batch, frames, C)
-        kernel, frames = weight.shape[1], x.shape[1]
-        centre = kernel // 2
+        centre = weight.shape[1] // 2
         grad_x = grad * weight[:, centre]  # (batch, frames, C)
         grad_w = torch.zeros_like(weight)  # (C, k); a tap that reaches no frame keeps 0
         grad_w[:, centre] = (grad * x).sum((0, 1))
-        for j in range(kernel):
-            offset = (j - centre) * ctx.dilation
-            if j == centre or abs(offset) >= frames:
-                continue
-            if offset < 0:  # x[s] fed out[s + |o|]
-                out_rows, in_rows = slice(-offset, None), slice(None, frames + offset)
-            else:  # x[s] fed out[s - o]
-                out_rows, in_rows = slice(None, frames - offset), slice(offset, None)
-            grad_x[:, in_rows].addcmul_(grad[:, out_rows], weight[:, j])
+        for j, out_rows, in_rows in _side_taps(weight.shape[1], ctx.dilation, x.shape[1]):
+            grad_x[:, in_rows].addcmul_(grad[:, out_rows], weight[:, j])  # x[in_rows] fed out[out_rows]
             grad_w[:, j] = (grad[:, out_rows] * x[:, in_rows]).sum((0, 1))
         grad_b = grad.sum((0, 1)) if ctx.has_bias else None
         return grad_x, grad_w, grad_b, None
