@@ -62,7 +62,7 @@ def measure(kind: str, path: str, args, device) -> dict:
     model = (_cat_wavenet() if kind == "cat_wavenet" else _neurospex()).to(device)
     set_precision(model, "fp32" if path == "fp32" else "bf16")
     runner = torch.compile(model, mode="default", dynamic=False) if "compile" in path else model
-    optimizer = make_adam(model.parameters(), 1e-4, (0.9, 0.999), device)
+    optimizer = make_adam(model.parameters(), 1e-4, (0.9, 0.999))
     batch = args.cat_batch if kind == "cat_wavenet" else args.se_batch
     train_inputs, seconds = _inputs(kind, batch, device)
     infer_inputs, _ = _inputs(kind, 1, device)

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     eeg_frames = torch.randn(args.batch, frames, eeg_dim, requires_grad=True)  # (batch, frames, eeg_dim)
     wide = torch.randn(args.batch, frames, hidden, requires_grad=True)  # (batch, frames, H)
     norm = block.in_norm
-    optimizer = make_adam(model.parameters(), 1e-4, (0.9, 0.999), torch.device("cpu"))
+    optimizer = make_adam(model.parameters(), 1e-4, (0.9, 0.999))
 
     def backward_of(fn):
         return lambda: fn().sum().backward()

@@ -222,7 +222,7 @@ def paths(args: argparse.Namespace) -> int:
             infer_model.eval()
             mixture, eeg, target = make_inputs(args.train_batch, args.window_s, train_model.eeg_channels, generator)
             one_mixture, one_eeg = mixture[:1].clone(), eeg[:1].clone()
-            optimizer = (make_adam(train_model.parameters(), 1e-4, (0.9, 0.999), torch.device("cpu")) if fast_adam
+            optimizer = (make_adam(train_model.parameters(), 1e-4, (0.9, 0.999)) if fast_adam
                          else torch.optim.Adam(train_model.parameters(), lr=1e-4, foreach=False))
 
             def step(model=train_model, optimizer=optimizer, mixture=mixture, eeg=eeg, target=target):

@@ -91,7 +91,7 @@ def _train_step_fn(model, batch: int, n_samples: int, fast_adam: bool = True):
     from util.trainer import make_adam
 
     eeg = torch.randn(batch, n_samples, 64)
-    optimizer = (make_adam(model.parameters(), 1e-4, (0.9, 0.999), eeg.device) if fast_adam
+    optimizer = (make_adam(model.parameters(), 1e-4, (0.9, 0.999)) if fast_adam
                  else torch.optim.Adam(model.parameters(), lr=1e-4, foreach=False))
     model.train()
 

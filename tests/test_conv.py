@@ -176,7 +176,7 @@ def test_make_adam_is_fused_on_cpu_and_matches_plain_adam_to_rounding():
     torch.manual_seed(0)
     a, b = nn.Linear(6, 3), nn.Linear(6, 3)
     b.load_state_dict(a.state_dict())
-    fast, plain = make_adam(a.parameters(), 1e-2, (0.9, 0.98), torch.device("cpu")), \
+    fast, plain = make_adam(a.parameters(), 1e-2, (0.9, 0.98)), \
         torch.optim.Adam(b.parameters(), lr=1e-2, betas=(0.9, 0.98), foreach=False)
     assert fast.defaults["fused"]
     x = torch.randn(5, 6)

@@ -40,7 +40,7 @@ def test_cat_wavenet_bf16_step_on_cuda_and_gemm_conv_matches_cudnn():
                          "last_stage_channels": 8, "attention_dim": 8, "attention_heads": 2, "attention_depth": 1},
                         {"envelope": 1, "mel": 10}).to(device)
     set_precision(model, "bf16")
-    optimizer = make_adam(model.parameters(), 1e-3, (0.9, 0.999), device)
+    optimizer = make_adam(model.parameters(), 1e-3, (0.9, 0.999))
     out = model(torch.randn(2, 64, 64, device=device))
     assert out["mel"].dtype == torch.float32 and out["mel"].device.type == "cuda"
     loss = sum(o.square().mean() for o in out.values())
