@@ -301,8 +301,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["infer", "train"], default="infer", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from util.inputs import check_number_flags
+    from util.inputs import check_known_flag_values, check_number_flags
 
+    check_known_flag_values("--variants", args.variants, [label for label, *_ in PATHS])
     check_number_flags(args, {
         "--threads": (1, True, False),
         "--train-threads": (1, True, False),

@@ -343,8 +343,9 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from util.inputs import check_number_flags
+    from util.inputs import check_known_flag_values, check_number_flags
 
+    check_known_flag_values("--variants", args.variants, [label for label, *_ in VARIANTS])
     check_number_flags(args, {
         "--threads": (1, True, False),
         "--iters": (1, True, False),

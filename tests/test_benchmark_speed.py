@@ -103,3 +103,18 @@ def test_task2_ablation_runs_its_rows_and_the_weight_norm_probe_has_no_parametri
     # folds it in its inference model (as every fast row does) and, unlike them, in its training model too
     has_weight_norm = [any(parametrize.is_parametrized(m) for m in model.modules()) for model in built]
     assert has_weight_norm == [True, True, True, False, False]
+
+
+@pytest.mark.parametrize("module, flags", [("benchmarks.task2_models", ["--configs", "--variants", "nope"]),
+                                           ("benchmarks.speaker_extraction", ["--paths", "--variants", "plain fp32",
+                                                                              "nope"])])
+def test_ablation_clis_refuse_an_unknown_variant_in_one_line(module, flags):
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, "-m", module, *flags], cwd=Path(__file__).parents[1],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --variants 'nope': unknown; choose from 'plain fp32'")
+    assert completed.stdout == ""

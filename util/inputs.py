@@ -166,6 +166,15 @@ def check_number_flags(args: Any, rules: dict) -> None:
                 finite_number(item, flag, minimum=minimum, integer=integer, strict_minimum=strict)
 
 
+def check_known_flag_values(flag: str, values, known) -> None:
+    """Refuse any of ``values`` (a list flag, None = not given) that is not one of ``known``: one EEGKitError
+    line naming the flag, the value and the choices."""
+    known = list(known)
+    for value in values or []:
+        if value not in known:
+            raise EEGKitError(f"{flag} {value!r}: unknown; choose from {', '.join(repr(k) for k in known)}")
+
+
 # --------------------------------------------------------------------------- capped streams
 class _CappedStream(io.RawIOBase):
     """A read-only stream that refuses to deliver more than ``cap`` bytes (decompression bombs)."""
