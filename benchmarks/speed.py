@@ -3,7 +3,8 @@
 - `peak_fns`: the fp32 and bf16 matmul peaks as callables, so a benchmark times them *in the same process,
   interleaved with the model rounds* (a peak timed once, elsewhere, under other load, is not a peak
   of the moment the model ran in). One peak call = the best of 3 square matmuls of `PEAK_SIZE`.
-- `count_flops`: FLOPs of one call, every kernel: `FlopCounterMode` (matmul, conv, attention) plus the
+- `count_flops`: FLOPs of one call, every kernel: `FlopCounterMode` (matmul, conv, attention; in-place twins
+  such as ``addmm_`` counted like their out-of-place ops) plus the
   CPU fused attention kernels it does not count (``_scaled_dot_product_flash_attention_for_cpu`` and its
   backward, with torch's own SDPA formulas), and the conv backward counted with ``groups`` (torch's
   formula counts a 512-channel depthwise conv's backward as a dense one). Elementwise ops are not counted.
@@ -66,14 +67,32 @@ def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padd
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
+def _in_place_variants(registry: dict) -> dict:
+    """``{aten.addmm_: formula of aten.addmm, aten.baddbmm_: ...}``: every counted op's in-place twin.
+
+    `FlopCounterMode` registers the out-of-place ops only, so ``y.addmm_(x, w)`` (how the GEMM convs of
+    `util.conv` accumulate their taps) counted 0 FLOPs. The in-place op computes the same product, so it
+    gets the same formula; ``out=`` variants already dispatch to the registered overload."""
+    aten = torch.ops.aten
+    variants = {}
+    for op, formula in registry.items():
+        name = getattr(op, "__name__", "")
+        twin = getattr(aten, name + "_", None) if name and not name.endswith("_") else None
+        if twin is not None and twin not in registry:
+            variants[twin] = formula.__wrapped__  # the raw formula: FlopCounterMode wraps custom ones again
+    return variants
+
+
 def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one ``fn()`` call, including the CPU SDPA kernels `FlopCounterMode` misses."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs of one ``fn()`` call: in-place and out-of-place kernels alike (`_in_place_variants`), plus the
+    CPU SDPA kernels `FlopCounterMode` misses."""
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
     aten = torch.ops.aten
-    mapping = {aten.convolution_backward: _conv_backward_flops,
-               aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
-               aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops}
+    mapping = _in_place_variants(flop_registry)
+    mapping.update({aten.convolution_backward: _conv_backward_flops,
+                    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+                    aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops})
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with counter:
         fn()

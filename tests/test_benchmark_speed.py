@@ -18,6 +18,29 @@ def test_count_flops_includes_cpu_sdpa():
     assert count_flops(lambda: a @ b) == 2 * 8 * 5 * 3
 
 
+def test_count_flops_counts_in_place_gemms_of_the_gemm_conv():
+    """The GEMM conv (util.conv) accumulates its off-centre taps with in-place ``addmm_``: counted by hand.
+
+    x (time * batch, C_in), taps (k, C_in, C_out), dilation d: tap j multiplies the rows it reaches,
+    ``rows - |o_j| * batch`` of them, 2 * C_in * C_out FLOPs each. The backward does the same GEMMs twice
+    (input gradient, in place again, and weight gradient), so the whole step is 3x the forward."""
+    from util.conv import conv1d_tm
+
+    time, batch, c_in, c_out, kernel, dilation = 40, 3, 5, 7, 3, 4
+    rows = time * batch
+    x = torch.randn(rows, c_in, requires_grad=True)
+    taps = torch.randn(kernel, c_in, c_out, requires_grad=True)
+    bias = torch.randn(c_out, requires_grad=True)
+    reached = [rows - abs((j - kernel // 2) * dilation) * batch for j in range(kernel)]  # [108, 120, 108]
+    forward = sum(2 * r * c_in * c_out for r in reached)
+    assert forward == 2 * (108 + 120 + 108) * 5 * 7
+    assert count_flops(lambda: conv1d_tm(x, taps, bias, batch, dilation)) == forward
+    assert count_flops(lambda: conv1d_tm(x, taps, bias, batch, dilation).sum().backward()) == 3 * forward
+    c = torch.zeros(4, 6)
+    a, b = torch.randn(4, 5), torch.randn(5, 6)
+    assert count_flops(lambda: c.addmm_(a, b)) == count_flops(lambda: torch.addmm(c, a, b)) == 2 * 4 * 5 * 6
+
+
 def test_summary_ratio_iqr_and_percent_of_peak():
     times = {"plain": [2.0, 4.0, 2.0], "fast": [1.0, 1.0, 2.0], "peak fp32": [0.5, 0.5, 1.0]}
     row = summary(times, "fast", reference="plain", flops=10**9, peak_label="peak fp32", peak_flops=10**9)
