@@ -88,23 +88,26 @@ def binomial_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return lower, upper
 
 
-def significance_threshold(n: int, alpha: float = 0.05) -> float:
-    """(1 - alpha) quantile of Bin(n, 0.5), divided by n: an accuracy strictly above it is significant.
+def significance_threshold(n: int, alpha: float = 0.05, chance: float = 0.5) -> float:
+    """(1 - alpha) quantile of Bin(n, chance), divided by n: an accuracy strictly above it is significant.
 
-    The quantile is the smallest k with P(X <= k) >= 1 - alpha, so P(X > k) <= alpha.
+    The quantile is the smallest k with P(X <= k) >= 1 - alpha, so P(X > k) <= alpha. ``chance`` is
+    the accuracy of guessing: 0.5 for two talkers (AAD), 1 / K for K candidates (Task 1 match-mismatch).
     """
     n = int(n)
     if n < 1:
         raise EEGKitError(f"significance_threshold: need n >= 1 windows, got {n}")
     if not 0.0 < alpha < 1.0:
         raise EEGKitError(f"significance_threshold: alpha must be in (0, 1), got {alpha}")
+    if not 0.0 < chance < 1.0:
+        raise EEGKitError(f"significance_threshold: chance must be in (0, 1), got {chance}")
     from scipy import stats
 
-    k = int(stats.binom.ppf(1.0 - alpha, n, 0.5))
+    k = int(stats.binom.ppf(1.0 - alpha, n, chance))
     # guard the quantile against rounding in the CDF: smallest k with CDF(k) >= 1 - alpha
-    while k > 0 and stats.binom.cdf(k - 1, n, 0.5) >= 1.0 - alpha:
+    while k > 0 and stats.binom.cdf(k - 1, n, chance) >= 1.0 - alpha:
         k -= 1
-    while k < n and stats.binom.cdf(k, n, 0.5) < 1.0 - alpha:
+    while k < n and stats.binom.cdf(k, n, chance) < 1.0 - alpha:
         k += 1
     return k / n
 

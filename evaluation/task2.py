@@ -24,7 +24,7 @@ Controls (`score_with_controls`, `evaluation.controls`): the circular-shift null
 
 CLI:
   python -m evaluation.task2 --predictions PRED_DIR_or_ZIP --labels LABELS_DIR \
-      [--noise-predictions DIR] [--mismatched-predictions DIR] [--n-shifts 100] \
+      [--noise-predictions DIR] [--mismatched-predictions DIR] [--n-shifts N] \
       [--out report.json] [--plot report.png]
 """
 from __future__ import annotations
@@ -128,8 +128,11 @@ def score(predictions: Mapping[str, Any], labels_by_subject: Mapping[str, Mappin
 def score_with_controls(predictions: Mapping[str, Any], labels_by_subject: Mapping[str, Mapping[str, Any]],
                         noise_predictions: Mapping[str, Any] | None = None,
                         mismatched_predictions: Mapping[str, Any] | None = None, fs: float = 64.0,
-                        n_shifts: int = 100, min_shift_s: float = 2.0, seed: int = 0) -> dict:
+                        n_shifts: int | None = None, min_shift_s: float = 2.0, seed: int = 0) -> dict:
     """`score` plus the controls of `evaluation.controls`, overall and per subject.
+
+    ``n_shifts``: circular shifts per subject; None lets the scorer choose enough for Holm over the subjects
+    (`evaluation.controls.adequate_shifts`); the report states the count and who chose it (``shifts_rule``).
 
     - ``noise_predictions``: the same model's predictions on noise EEG (same ids), or None;
     - ``mismatched_predictions``: its predictions from mismatched EEG, for the ids that have one
@@ -154,6 +157,9 @@ def score_with_controls(predictions: Mapping[str, Any], labels_by_subject: Mappi
         if subset:
             mismatched_report = score(mismatched_predictions, subset)
     rng = np.random.default_rng(seed)
+    chosen = n_shifts is None
+    if chosen:
+        n_shifts = ctl.adequate_shifts(len(report["per_subject"]))
     nulls = {}
     for subject in report["per_subject"]:
         pairs = [(fit_length(to_array(predictions[i], f"prediction {i}"), to_array(v, i).shape[0]), to_array(v, i))
@@ -185,7 +191,8 @@ def score_with_controls(predictions: Mapping[str, Any], labels_by_subject: Mappi
                                  "subject(s) have no other recording and no mismatched score")
     report.update(block)
     report.update({"per_subject_controls": per_subject_controls, "significance": significance,
-                   "n_shifts": int(n_shifts), "min_shift_s": float(min_shift_s)})
+                   "n_shifts": int(n_shifts), "shifts_rule": ctl.shifts_rule(n_shifts, len(nulls), chosen),
+                   "min_shift_s": float(min_shift_s)})
     return report
 
 
@@ -201,6 +208,8 @@ def format_controls_report(report: dict) -> str:
     lines.append(f"significant subjects (p < {sig['alpha']:g}, {sig['correction']}-corrected over "
                  f"{sig['n_subjects']} subjects, {report['n_shifts']} circular shifts): "
                  f"{', '.join(sig['significant']) or 'none'}")
+    if "shifts_rule" in report:
+        lines.append(f"shifts: {report['shifts_rule']}")
     lines.append(f"overall: score {report['score']:.3f}")
     lines.append(format_controls(report, indent="  "))
     return "\n".join(lines)
@@ -224,19 +233,22 @@ class Predictions(dict):
         self.sources: dict[str, str] = {}
 
 
-def _merge(merged: Predictions, obj: dict, where: str) -> None:
+def _merge(merged: Predictions, obj: dict, where: str, convert=None) -> None:
+    convert = to_array if convert is None else convert
     for segment_id, value in obj.items():
         if segment_id in merged:
             raise EEGKitError(f"{where}: segment id {segment_id} also appears in {merged.sources[segment_id]}")
-        merged[segment_id] = to_array(value, f"{where}: segment {segment_id}")
+        merged[segment_id] = convert(value, f"{where}: segment {segment_id}")
         merged.sources[segment_id] = where
 
 
-def load_predictions(path: str | Path) -> Predictions:
+def load_predictions(path: str | Path, convert=None) -> Predictions:
     """Merge every JSON object of a folder (*.json) or a zip into {segment_id: (time, bands) array}.
 
     Zip members are read under the caps of `util.inputs` (1 GiB per JSON member, declared and
     streamed; 4 GiB for all members together), so a zip bomb is refused with one line.
+    ``convert(value, where)`` checks and converts each value (default `to_array`; Task 1's scorer
+    passes its integer-index check).
     """
     from util import inputs
 
@@ -252,7 +264,7 @@ def load_predictions(path: str | Path) -> Predictions:
             obj = inputs.read_json(file)
             if not isinstance(obj, dict):
                 raise EEGKitError(f"{file}: expected a JSON object {{segment_id: prediction}}")
-            _merge(merged, obj, str(file))
+            _merge(merged, obj, str(file), convert)
         return merged
     try:
         with zipfile.ZipFile(path) as archive:
@@ -272,7 +284,7 @@ def load_predictions(path: str | Path) -> Predictions:
                 if total > inputs.MAX_ZIP_TOTAL_BYTES:
                     raise EEGKitError(f"{path}: its JSON members inflate beyond the "
                                       f"{inputs.cap_text(inputs.MAX_ZIP_TOTAL_BYTES)} cap for a whole zip")
-                _merge(merged, _parse_json(data, where), where)
+                _merge(merged, _parse_json(data, where), where, convert)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as error:
         raise EEGKitError(f"{path}: not a folder nor a valid zip file ({type(error).__name__})") from None
     return merged
@@ -400,10 +412,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mismatched-predictions", type=Path, default=None,
                         help="its predictions from mismatched EEG (predict --control mismatched): the "
                              "mismatched-EEG control")
-    parser.add_argument("--n-shifts", type=int, default=100,
-                        help="circular shifts (>= 2 s) per subject for the null, always computed (default 100)")
+    parser.add_argument("--n-shifts", type=int, default=None,
+                        help="circular shifts (>= 2 s) per subject for the null, always computed (default: "
+                             "chosen by the scorer, ceil(20 x subjects / 0.05) within [100, 20000], so Holm "
+                             "over the subjects can reach p < 0.05; the report states the count)")
     args = parser.parse_args(argv)
-    if args.n_shifts < 1:
+    if args.n_shifts is not None and args.n_shifts < 1:
         raise EEGKitError(f"--n-shifts {args.n_shifts}: must be at least 1")
     from util.outdir import check_out_files
 
