@@ -14,9 +14,12 @@ Every scorer reports its score beside these controls, under the same JSON keys
   shifted circularly by random offsets of at least ``min_shift_s`` (default 2 s), ``n_shifts``
   times (default 100). With ``segment`` the shifted target is cut into consecutive segments and
   scored with the Task 2 rule (band-averaged Pearson per segment, mean over segments), so the
-  null is on the same scale as the score. All shifts are scored in a few array operations of
-  ``util.metrics.pearson_np`` (chunks of shifts; no per-shift Python Pearson). Returns the null's
-  mean, 95th percentile and the permutation p-value ``(count(null >= observed) + 1) / (n + 1)``.
+  null is on the same scale as the score. All shifts are scored at once by
+  ``util.metrics.pearson_circular_np`` (FFT cross-correlation per segment; no per-shift Pearson). Returns
+  the null's mean, 95th percentile and the permutation p-value ``(count(null >= observed) + 1) / (n + 1)``.
+- ``adequate_shifts(n_subjects)``: how many shifts the scorers draw when the user does not say: enough for
+  Holm over the subjects to reach ``alpha`` with room to spare, ``ceil(20 x subjects / alpha)`` within
+  [100, 20000] (18 subjects: 7200; the smallest reachable p is then 1/7201, 1/20 of Holm's first threshold).
 - ``mismatched_pairs(keys)``: for each recording ``(subject, stimulus)``, another recording of the
   same subject, one with another stimulus where one exists (its EEG, paired with this recording's
   target, is the mismatched-EEG control); ``None`` when the subject has a single recording.
@@ -33,12 +36,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from util.metrics import pearson_np
+from util.metrics import pearson_circular_np, pearson_np
 
 EEG_INDEPENDENT_WARNING = "the score contains an EEG-independent part"
 CORRECTION = "holm"  # the multiple-comparison correction across subjects (Holm-Bonferroni step-down)
 ALPHA = 0.05
-CHUNK_ELEMENTS = 4_000_000  # float64 elements of shifted targets held at once (~32 MB)
+SHIFTS_PER_TEST = 20  # the scorer's shifts: SHIFTS_PER_TEST x subjects / alpha (`adequate_shifts`) ...
+MIN_SHIFTS, MAX_SHIFTS = 100, 20_000  # ... at least 100, at most 20,000
 
 
 def noise_eeg(eeg: np.ndarray, rng: np.random.Generator, n_frames: int | None = None) -> np.ndarray:
@@ -111,14 +115,10 @@ def circular_shift_null(prediction, target, fs: float, n_shifts: int = 100, min_
     shifts = draw_shifts(n_frames, fs, n_shifts, min_shift_s, rng)  # (n_shifts,)
     if observed is None:
         observed = float(segment_score(prediction, target, segment))
-    frames = np.arange(n_frames)  # (time,)
-    per_chunk = max(1, CHUNK_ELEMENTS // max(1, target.size))
-    null = np.empty(len(shifts))
-    for start in range(0, len(shifts), per_chunk):
-        chunk = shifts[start : start + per_chunk]
-        index = (frames[None, :] - chunk[:, None]) % n_frames  # (chunk, time): rolled by each shift
-        shifted = target[index]  # (chunk, time, bands)
-        null[start : start + len(chunk)] = segment_score(prediction, shifted, segment)
+    if segment is not None and n_frames // segment < 1:
+        raise ValueError(f"segment of {segment} frames is longer than the series ({n_frames} frames)")
+    r = pearson_circular_np(prediction, target, shifts, segment)  # (n_shifts, n_segments, bands)
+    null = r.mean(axis=-1).mean(axis=-1)  # the segment rule of `segment_score`, per shift
     return summarize_null(null, observed, min_shift_s)
 
 
@@ -194,6 +194,22 @@ def control_report(score: float, noise_score: float | None, shift_null: Mapping 
                          "mismatched_eeg": {"score": None if mismatched_score is None else float(mismatched_score)}},
             "score_above_noise": None if noise_score is None else float(score) - float(noise_score),
             "warnings": warnings}
+
+
+def adequate_shifts(n_subjects: int, alpha: float = ALPHA) -> int:
+    """Shifts per subject the scorer draws by default: ``ceil(SHIFTS_PER_TEST x n_subjects / alpha)`` in
+    [MIN_SHIFTS, MAX_SHIFTS]. Holm's first threshold is alpha / n_subjects and the smallest permutation p is
+    1 / (n + 1), so this leaves a factor SHIFTS_PER_TEST between the two (below 1000 subjects)."""
+    wanted = int(np.ceil(SHIFTS_PER_TEST * max(1, int(n_subjects)) / alpha))
+    return int(min(MAX_SHIFTS, max(MIN_SHIFTS, wanted)))
+
+
+def shifts_rule(n_shifts: int, n_subjects: int, chosen: bool, alpha: float = ALPHA) -> str:
+    """The sentence a report states about its shift count: chosen by the scorer (and how) or by --n-shifts."""
+    if chosen:
+        return (f"{n_shifts} circular shifts per subject, chosen by the scorer: ceil({SHIFTS_PER_TEST} x "
+                f"{n_subjects} subjects / alpha {alpha:g}) within [{MIN_SHIFTS}, {MAX_SHIFTS}] (--n-shifts overrides)")
+    return f"{n_shifts} circular shifts per subject, set by --n-shifts"
 
 
 def significance_block(p_values: Mapping[str, float], n_shifts: int, alpha: float = ALPHA) -> dict:

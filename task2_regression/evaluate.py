@@ -1,7 +1,7 @@
 """Task 2 scores of a trained run without a test set: within-subject, and on held-out subjects.
 
     python -m task2_regression.evaluate --run RUN --data DATASET [--split test] [--segment-s 30] \
-        [--checkpoint best] [--out report.json] [--plot report.png] [--no-costly-controls] [--n-shifts 100]
+        [--checkpoint best] [--out report.json] [--plot report.png] [--no-costly-controls] [--n-shifts N]
     python -m task2_regression.evaluate --heldout --run RUN --data DATASET [--segment-s 30] \
         [--curve 5,10,20,30] [--no-costly-controls] [--out report.json] [--plot curve.png]
 
@@ -113,7 +113,7 @@ def predict_stack(model, target: str, eeg: np.ndarray, transform=None, batch_siz
 
 
 def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, costly_controls: bool = True,
-                        n_shifts: int = 100, min_shift_s: float = 2.0, seed: int = 0, transform=None,
+                        n_shifts: int | None = None, min_shift_s: float = 2.0, seed: int = 0, transform=None,
                         progress: bool = False) -> dict:
     """Score ``groups`` (see `group_segments`) with the official rule, beside the three controls.
 
@@ -176,7 +176,7 @@ def score_with_controls(model, target: str, groups: list[dict], fs: float = FS, 
 
 def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: float = 30.0,
                             checkpoint: str = "best", progress: bool = True, costly_controls: bool = True,
-                            n_shifts: int = 100, seed: int = 0) -> dict:
+                            n_shifts: int | None = None, seed: int = 0) -> dict:
     """Score report (see `score_with_controls`) plus per-subject per-band mean/std.
 
     ``run_dir`` may be the parent folder of per-subject runs (``train.py --per-subject``): each
@@ -195,7 +195,7 @@ def evaluate_within_subject(run_dir, data_dir, split: str = "test", segment_s: f
     segment = seconds_to_samples(segment_s, FS, name="--segment-s")
     if segment < 16:
         raise EEGKitError(f"--segment-s {segment_s}: too short (need at least 16 frames)")
-    if n_shifts < 1:
+    if n_shifts is not None and n_shifts < 1:
         raise EEGKitError(f"--n-shifts {n_shifts}: must be at least 1")
     recordings = load_recordings(data_dir, split, features=("eeg", target), normalize=normalize,
                                  n_channels=model_channels(cfg),
@@ -247,8 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-costly-controls", action="store_true",
                         help="leave out the controls that rerun the model (noise EEG, mismatched EEG); the "
                              "circular-shift null (cheap) stays")
-    parser.add_argument("--n-shifts", type=int, default=100,
-                        help="circular shifts (>= 2 s) per subject for the null (default 100)")
+    parser.add_argument("--n-shifts", type=int, default=None,
+                        help="circular shifts (>= 2 s) per subject for the null (default: chosen by the scorer, "
+                             "ceil(20 x subjects / 0.05) within [100, 20000], so Holm over the subjects can reach "
+                             "p < 0.05; the report states the count)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and of the shifts (default 0)")
     args = parser.parse_args(argv)
     check_out_files([("--out", args.out), ("--plot", args.plot)], args.overwrite, [args.run, args.data])
@@ -288,7 +290,7 @@ def heldout_groups(recordings, target: str, segment: int) -> list[dict]:
 
 
 def evaluate_heldout(run_dir, data_dir, segment_s: float = 30.0, curve_s=CURVE_SEGMENTS_S,
-                     checkpoint: str = "best", costly: bool = True, n_shifts: int = 100,
+                     checkpoint: str = "best", costly: bool = True, n_shifts: int | None = None,
                      seed: int = 0, progress: bool = False) -> dict:
     """Subject-independent score of a run on its held-out subjects (``data.holdout_subjects`` in its config).
 
@@ -409,8 +411,10 @@ def main_heldout(argv: Sequence[str]) -> int:
                         help="segment lengths (s) of the score-vs-segment-length curve (default 5,10,20,30)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"),
                         help="which checkpoint of the run to use (default: best)")
-    parser.add_argument("--n-shifts", type=int, default=100,
-                        help="circular shifts of the null per subject (default 100)")
+    parser.add_argument("--n-shifts", type=int, default=None,
+                        help="circular shifts (>= 2 s) per subject for the null (default: chosen by the scorer, "
+                             "ceil(20 x subjects / 0.05) within [100, 20000], so Holm over the subjects can reach "
+                             "p < 0.05; the report states the count)")
     parser.add_argument("--no-costly-controls", action="store_true",
                         help="skip the controls that need extra model passes (noise EEG, mismatched EEG); the "
                              "circular-shift null is always computed")
@@ -420,7 +424,7 @@ def main_heldout(argv: Sequence[str]) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace existing --out / --plot files")
     args = parser.parse_args(argv)
     check_out_files([("--out", args.out), ("--plot", args.plot)], args.overwrite, [args.run, args.data])
-    if args.n_shifts < 1:
+    if args.n_shifts is not None and args.n_shifts < 1:
         raise EEGKitError(f"--n-shifts {args.n_shifts}: must be >= 1")
     curve = parse_windows(args.curve, "--curve")
     report = evaluate_heldout(args.run, args.data, args.segment_s, curve, args.checkpoint,

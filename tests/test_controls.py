@@ -196,3 +196,26 @@ def test_speaker_extraction_controls_block_by_hand():
     assert block["warnings"][0].startswith(controls.EEG_INDEPENDENT_WARNING)  # 5 dB without EEG: flagged
     quiet = se_control_block(rows, [{"subject": 1, "si_sdri": v} for v in (-1.0, 1.0, 0.5, -0.5)], shuffled)
     assert quiet["warnings"] == [] and quiet["per_subject_controls"]["1"]["score_above_noise"] == 10.0
+
+
+def test_pearson_circular_equals_pearson_np_on_rolled_arrays_with_a_tail_and_offsets():
+    from util.metrics import pearson_circular_np, pearson_np
+
+    rng = np.random.default_rng(21)
+    target = rng.standard_normal((1000, 3)) * 5 + 100  # a large offset: the sums must stay well conditioned
+    prediction = target + 3 * rng.standard_normal(target.shape) + 7
+    shifts = np.array([0, 5, 129, 700, 999, -3])
+    got = pearson_circular_np(prediction, target, shifts, segment=300)  # 3 segments, a 100-frame tail left out
+    want = np.stack([pearson_np(prediction[:900].reshape(3, 300, 3), np.roll(target, k, axis=0)[:900].reshape(3, 300, 3))
+                     for k in shifts])
+    assert got.shape == (6, 3, 3)
+    np.testing.assert_allclose(got, want, atol=1e-10)
+    whole = pearson_circular_np(prediction, target, shifts)
+    np.testing.assert_allclose(whole[:, 0], [pearson_np(prediction, np.roll(target, k, axis=0)) for k in shifts], atol=1e-10)
+    assert got[0, 0, 0] > 0.8 and abs(got[3]).max() < 0.2  # aligned vs 700 frames off
+
+
+def test_adequate_shifts_rule():
+    assert controls.adequate_shifts(18) == 7200 and controls.adequate_shifts(1) == 400
+    assert controls.adequate_shifts(0) == 400 and controls.adequate_shifts(10_000) == 20_000
+    assert controls.min_reachable_p(controls.adequate_shifts(18)) * 18 < 0.05 / 10

@@ -170,3 +170,35 @@ def test_cli_exit_status_and_single_error_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {tmp_path}: no .json label files in this folder"]
     assert not list(tmp_path.iterdir())
+
+
+def test_default_shifts_let_holm_reach_significance_over_18_subjects(tmp_path, capsys):
+    """18 subjects scored with the defaults: the scorer picks enough shifts (ceil(20 x 18 / 0.05) = 7200), the
+    16 subjects whose predictions follow their labels are Holm-significant, the 2 pure-noise ones are not, and
+    the report states the count. With the old fixed 100 shifts Holm over 18 subjects could not reach 0.05."""
+    rng = np.random.default_rng(11)
+    subjects = [f"sub-{i:03d}" for i in range(1, 19)]
+    labels = _labels(12, {s: 2 for s in subjects}, n_frames=640)
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "pred").mkdir()
+    for index, subject in enumerate(subjects):
+        segments = labels[subject]
+        _write(tmp_path / "labels" / f"{subject}.json", {k: v.tolist() for k, v in segments.items()})
+        noise_only = index >= 16
+        preds = {k: (rng.standard_normal(v.shape) if noise_only else v + 2.0 * rng.standard_normal(v.shape)).tolist()
+                 for k, v in segments.items()}
+        _write(tmp_path / "pred" / f"{subject}.json", preds)
+    assert main(["--predictions", str(tmp_path / "pred"), "--labels", str(tmp_path / "labels"),
+                 "--out", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["n_shifts"] == 7200
+    assert "chosen by the scorer" in report["shifts_rule"] and "18 subjects" in report["shifts_rule"]
+    assert report["significance"]["significant"] == subjects[:16]
+    assert not any("cannot reach" in w for w in report["warnings"])
+    assert "7200 circular shifts per subject, chosen by the scorer" in capsys.readouterr().out
+
+    assert main(["--predictions", str(tmp_path / "pred"), "--labels", str(tmp_path / "labels"),
+                 "--out", str(tmp_path / "r100.json"), "--n-shifts", "100"]) == 0
+    fixed = json.loads((tmp_path / "r100.json").read_text())
+    assert fixed["significance"]["significant"] == [] and "set by --n-shifts" in fixed["shifts_rule"]
+    assert any("cannot reach" in w for w in fixed["warnings"])

@@ -110,7 +110,7 @@ def shuffle_within_subject(seed: int):
 
 
 def score_predictions(subjects: dict, pred_dir: Path, test_dir: Path, labels_dir: Path,
-                      noise: dict | None = None, mismatched: dict | None = None, n_shifts: int = 100) -> dict:
+                      noise: dict | None = None, mismatched: dict | None = None, n_shifts: int | None = None) -> dict:
     """Write predictions, check them with submit.py's validator, score with evaluation.task2 and its controls.
 
     ``noise`` / ``mismatched``: the same model's {subject: {id: prediction}} on noise / mismatched
@@ -166,7 +166,7 @@ def run_row(row: Row, args, out: Path, data: Path, segment_s: float, log) -> dic
         noise = predict_test_set(run_dir, test_dir, "best", eeg_transform=noise_control(0), progress=False)
         mismatched = predict_test_set(run_dir, test_dir, "best", eeg_transform=shuffle_within_subject(0),
                                       progress=False)
-    n_shifts = int(getattr(args, "n_shifts", 200))
+    n_shifts = getattr(args, "n_shifts", None)
     heldout = score_predictions(subjects, out / "predictions" / row.key, test_dir, labels_dir, noise, mismatched,
                                 n_shifts)
     within = evaluate_within_subject(run_dir, data, "test", segment_s, "best", progress=False,
@@ -213,7 +213,7 @@ CONTROLS_HEAD = ("| system | scored on | score | noise EEG | circular shift: mea
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 CONTROLS_NOTE = ("Controls (`evaluation.controls`): the same model on Gaussian EEG with the recording's per-channel "
                  "mean and std (noise EEG: the EEG-independent part of the score); the labels circularly shifted "
-                 "by >= 2 s, 200 times unless `--n-shifts` says otherwise (null mean, 95th percentile, permutation p of the overall score); the EEG of "
+                 "by >= 2 s, as many times as the scorer chooses for Holm (stated in each report) unless `--n-shifts` says otherwise (null mean, 95th percentile, permutation p of the overall score); the EEG of "
                  "another segment (held-out test set: a derangement within the subject) or another recording of "
                  "the same subject, another stimulus where one exists (within-subject). Warning: the noise "
                  "control exceeds the null's 95th percentile (the score contains an EEG-independent part).")
@@ -344,9 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true",
                         help="keep the other rows of an existing OUT/results.json and re-make the tables from all "
                              "of them (to split a long remake into several commands)")
-    parser.add_argument("--n-shifts", type=int, default=200,
-                        help="circular shifts per subject for the null (default 200: enough for Holm over 8 "
-                             "subjects to reach p < 0.05)")
+    parser.add_argument("--n-shifts", type=int, default=None,
+                        help="circular shifts per subject for the null (default: chosen by the scorer, "
+                             "ceil(20 x subjects / 0.05) within [100, 20000], so Holm can reach p < 0.05)")
     parser.add_argument("--no-costly-controls", action="store_true",
                         help="leave out the controls that rerun each model (noise EEG, mismatched EEG); the "
                              "circular-shift null stays")
