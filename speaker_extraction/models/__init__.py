@@ -8,9 +8,12 @@ from __future__ import annotations
 from torch import nn
 
 from speaker_extraction.models.neurospex import NeuroSpex, build_neurospex
+from speaker_extraction.models.neurospex_published import NeuroSpexPublished, build_neurospex_published
 from util.errors import EEGKitError
 
-MODEL_BUILDERS = {"neurospex": build_neurospex}
+MODEL_BUILDERS = {"neurospex": build_neurospex, "neurospex_published": build_neurospex_published}
+# each type's class: its constructor's signature and CONFIG_RANGES check the ``model:`` options
+MODEL_CLASSES = {"neurospex": NeuroSpex, "neurospex_published": NeuroSpexPublished}
 
 
 def check_model_config(model_cfg: dict) -> dict:
@@ -22,7 +25,8 @@ def check_model_config(model_cfg: dict) -> dict:
         raise EEGKitError(f"config: unknown speaker-extraction model type {model_type!r}; "
                           f"known: {', '.join(sorted(MODEL_BUILDERS))}")
     options = {k: v for k, v in model_cfg.items() if k != "type"}
-    return check_options("model", options, NeuroSpex.__init__, NeuroSpex.CONFIG_RANGES)
+    model_class = MODEL_CLASSES[model_type]
+    return check_options("model", options, model_class.__init__, getattr(model_class, "CONFIG_RANGES", {}))
 
 
 def build_model(model_cfg: dict) -> nn.Module:
@@ -35,4 +39,5 @@ def build_model(model_cfg: dict) -> nn.Module:
         raise EEGKitError(f"config: model: {error}") from None
 
 
-__all__ = ["NeuroSpex", "build_model", "check_model_config", "build_neurospex", "MODEL_BUILDERS"]
+__all__ = ["NeuroSpex", "NeuroSpexPublished", "build_model", "check_model_config", "build_neurospex",
+           "build_neurospex_published", "MODEL_BUILDERS", "MODEL_CLASSES"]
