@@ -201,7 +201,7 @@ def paths(args: argparse.Namespace) -> int:
     """Plain vs fast paths per config, interleaved with the matmul peaks in this process."""
     import torch
 
-    from benchmarks.speed import count_flops, fmt_range, interleave, peak_fns, peak_rows, summary
+    from benchmarks.speed import count_flops, flop_count_lines, fmt_range, interleave, peak_fns, peak_rows, summary
     from speaker_extraction.models import build_model
     from util.trainer import make_adam, set_precision
 
@@ -213,7 +213,7 @@ def paths(args: argparse.Namespace) -> int:
         state = build_model({**model_cfg, "conv_impl": "native"}).state_dict()
         generator = torch.Generator().manual_seed(0)
         wanted = [p for p in PATHS if not args.variants or p[0] in args.variants]
-        fns, flops = {}, {}
+        fns, flops, flops_old = {}, {}, {}
         for label, impl, precision, fast_adam in wanted:
             train_model = set_precision(build_model({**model_cfg, "conv_impl": impl}), precision)
             train_model.load_state_dict(state)
@@ -237,6 +237,8 @@ def paths(args: argparse.Namespace) -> int:
 
             fns[f"{label}|train"], fns[f"{label}|infer"] = step, infer
             flops[f"{label}|train"], flops[f"{label}|infer"] = count_flops(step), count_flops(infer)
+            flops_old[f"{label}|train"] = count_flops(step, in_place=False)
+            flops_old[f"{label}|infer"] = count_flops(infer, in_place=False)
         peaks, peak_flops = peak_fns()
         fns["peak fp32"], fns["peak bf16"] = peaks["fp32"], peaks["bf16"]
         print(f"{name}: {args.rounds} interleaved rounds ...", file=sys.stderr, flush=True)
@@ -249,6 +251,7 @@ def paths(args: argparse.Namespace) -> int:
                                     flops=flops[f"{label}|{kind}"], peak_label=f"peak {precision}",
                                     peak_flops=peak_flops)
                 row[kind]["times"] = times[f"{label}|{kind}"]
+                row[kind].update(flops=flops[f"{label}|{kind}"], flops_old=flops_old[f"{label}|{kind}"])
             row["infer"]["rtf"] = row["infer"]["s"] / args.window_s
             rows.append(row)
         peak = peak_rows(times, peak_flops)
@@ -265,6 +268,7 @@ def paths(args: argparse.Namespace) -> int:
             print(f"{row['variant']:24s}{t['s']:>9.3f}{t['ratio']:>8.2f}{fmt_range(t['ratio_iqr']):>11s}"
                   f"{t['gflops']:>7.1f}{t['pct_peak']:>7.1f}{i['s']:>9.3f}{i['rtf']:>7.3f}{i['ratio']:>8.2f}"
                   f"{fmt_range(i['ratio_iqr']):>11s}{i['pct_peak']:>7.1f}")
+        print("\n".join(flop_count_lines(rows)))
     if args.json_out is not None:
         from util.atomic import atomic_write_json
 

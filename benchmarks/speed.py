@@ -83,13 +83,14 @@ def _in_place_variants(registry: dict) -> dict:
     return variants
 
 
-def count_flops(fn: Callable[[], object]) -> int:
+def count_flops(fn: Callable[[], object], in_place: bool = True) -> int:
     """FLOPs of one ``fn()`` call: in-place and out-of-place kernels alike (`_in_place_variants`), plus the
-    CPU SDPA kernels `FlopCounterMode` misses."""
+    CPU SDPA kernels `FlopCounterMode` misses. ``in_place=False`` is the count before that fix (in-place
+    GEMMs uncounted), kept so the benchmarks can print the ratio of the old count to the new."""
     from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
     aten = torch.ops.aten
-    mapping = _in_place_variants(flop_registry)
+    mapping = _in_place_variants(flop_registry) if in_place else {}
     mapping.update({aten.convolution_backward: _conv_backward_flops,
                     aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
                     aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops})
@@ -140,6 +141,19 @@ def summary(times: dict[str, list[float]], label: str, reference: str | None = N
             share = 100.0 * (flops / own / 1e9) / peaks
             row.update(peak_gflops=float(np.median(peaks)), pct_peak=float(np.median(share)), pct_peak_iqr=_iqr(share))
     return row
+
+
+def flop_count_lines(rows: list[dict]) -> list[str]:
+    """Lines ``variant: train N GFLOP (old count x r), infer ...`` from rows whose train/infer cells hold
+    ``flops`` and ``flops_old`` (`count_flops` with and without in-place kernels)."""
+    lines = ["FLOPs per call as counted now (in-place GEMMs included) and old/new, the ratio of the count "
+             "before that fix (in-place GEMMs uncounted) to the count now:"]
+    for row in rows:
+        cells = [f"{kind} {row[kind]['flops'] / 1e9:.2f} GFLOP (old/new {row[kind]['flops_old'] / row[kind]['flops']:.3f})"
+                 for kind in ("train", "infer") if row.get(kind) and row[kind].get("flops")]
+        if cells:
+            lines.append(f"  {row['variant']:30s} " + ", ".join(cells))
+    return lines
 
 
 def peak_rows(times: dict[str, list[float]], peak_flops: int) -> dict[str, dict]:

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import yaml
 
-from benchmarks.speed import count_flops, fmt_range, interleave, peak_fns, peak_rows, summary
+from benchmarks.speed import count_flops, flop_count_lines, fmt_range, interleave, peak_fns, peak_rows, summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -185,7 +185,7 @@ def ablation(name: str, args) -> tuple[list[dict], dict]:
     del base
     train_samples = int(round(float(args.ablation_window_s or cfg["data"]["window_s"]) * FS))
     wanted = [v for v in VARIANTS if not args.variants or v[0] in args.variants]
-    fns, flops, skipped = {}, {}, []
+    fns, flops, flops_old, skipped = {}, {}, {}, []
     for label, options, precision, fast_adam, fold, fold_train in wanted:
         models = []
         for _ in range(2):  # one training model, one inference model
@@ -202,6 +202,8 @@ def ablation(name: str, args) -> tuple[list[dict], dict]:
         fns[f"{label}|infer"] = _infer_fn(infer_model, args.infer_batch, 30 * FS)
         flops[f"{label}|train"] = _count_flops(fns[f"{label}|train"])  # also the warm-up call
         flops[f"{label}|infer"] = _count_flops(fns[f"{label}|infer"])
+        for kind in ("train", "infer"):
+            flops_old[f"{label}|{kind}"] = count_flops(fns[f"{label}|{kind}"], in_place=False)
     if args.compile:
         label = "fast bf16 gemm conv + compile"
         model, _ = build(name, {"conv_impl": "gemm"})
@@ -229,6 +231,7 @@ def ablation(name: str, args) -> tuple[list[dict], dict]:
             row[kind] = summary(times, key, reference=ref, flops=flops.get(key), peak_label=f"peak {precision}",
                                 peak_flops=peak_flops)
             row[kind]["times"] = times[key]
+            row[kind].update(flops=flops.get(key), flops_old=flops_old.get(key))
         rows.append(row)
     return rows + skipped, peak_rows(times, peak_flops)
 
@@ -311,6 +314,7 @@ def _print_ablation(rows: list[dict], peaks: dict, rounds: int) -> None:
                 cell += f" {fmt_range(r['pct_peak_iqr']) if 'pct_peak_iqr' in r else '-':>11s}"
             cells.append(cell)
         print(f"{row['variant']:30s} " + " ".join(cells))
+    print("\n".join(flop_count_lines([row for row in rows if "error" not in row])))
 
 
 def main(argv=None) -> None:

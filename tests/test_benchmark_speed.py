@@ -122,6 +122,11 @@ def test_task2_ablation_runs_its_rows_and_the_weight_norm_probe_has_no_parametri
     assert set(rows) == {"plain fp32", "fast bf16 gemm, no weight norm"}
     assert rows["plain fp32"][1] == "1.00"  # the reference row
     assert all(float(rows[label][0]) > 0 for label in rows)  # train seconds
+    # the FLOP audit: plain (nn.Conv1d) counts the same either way; the gemm path's in-place taps were uncounted
+    audit = {line[2:32].strip(): line for line in out.splitlines() if "old/new" in line and line.startswith("  ")}
+    assert "train" in audit["plain fp32"] and "old/new 1.000" in audit["plain fp32"]
+    ratio = float(audit["fast bf16 gemm, no weight norm"].split("old/new ")[1].split(")")[0])
+    assert 0.0 < ratio < 1.0
     # models built: the state donor, then (train, infer) per variant. plain keeps weight norm in both; the probe
     # folds it in its inference model (as every fast row does) and, unlike them, in its training model too
     has_weight_norm = [any(parametrize.is_parametrized(m) for m in model.modules()) for model in built]
