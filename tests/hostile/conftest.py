@@ -1,7 +1,7 @@
 """The hostile-input harness: every case runs a CLI the way a careless user or an attacker would.
 
 `refuse(main, argv, names=..., watch=...)` runs ``main`` through `util.errors.run_cli` in-process
-and asserts the four promises of the README's "Errors and safe writes":
+and asserts the four promises of docs/errors.md ("Errors and safe writes"):
 
 1. exit status 2;
 2. no ``Traceback`` in stdout or stderr;
