@@ -8,6 +8,8 @@ selects the model and every other key is passed to the constructor:
   vlaai        VLAAI         (task2_regression/models/vlaai.py)
   dprnn        DPRNN         (task2_regression/models/dprnn.py)
   cat_wavenet  CATWaveNet    (task2_regression/models/cat_wavenet.py)
+  cat_wavenet_published  CATWaveNetPublished  (the authors' MTWAVE exactly, 30-s windows;
+               task2_regression/models/cat_wavenet_published.py)
 
 `targets` maps target names to band counts, e.g. {'mel': 10} or {'envelope': 1}.
 Every model maps eeg (batch, time, 64) to {target: (batch, time_out, bands)}.
@@ -19,6 +21,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from task2_regression.models.cat_wavenet import CATWaveNet
+from task2_regression.models.cat_wavenet_published import CATWaveNetPublished
 from task2_regression.models.contract import check_targets
 from task2_regression.models.dprnn import DPRNN
 from task2_regression.models.linear import LinearConv, RidgeDecoder
@@ -32,6 +35,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "vlaai": VLAAI,
     "dprnn": DPRNN,
     "cat_wavenet": CATWaveNet,
+    "cat_wavenet_published": CATWaveNetPublished,
 }
 MODEL_TYPES = tuple(MODELS)
 
