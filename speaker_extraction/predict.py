@@ -1,6 +1,7 @@
 """Extract the attended talker from a mixture wav of any length using the listener's EEG.
 
     python -m speaker_extraction.predict --run RUN --mixture MIX.wav --eeg EEG.npy --out OUT.wav
+    python -m speaker_extraction.predict --run RUN --arrays IN.npz --out OUT.npz
 
 - RUN is a training run folder (``best.pt`` inside, else ``last.pt``) or a
   checkpoint file; the checkpoint holds the model and data config.
@@ -23,9 +24,17 @@
   output is limited to [-1, 1].
 - OUT.wav is written atomically at ``data.fs_audio``, float32 or 16-bit PCM (``--pcm16``).
 
+Array mode (``--arrays IN.npz``), for preprocessed arrays and checks against other code: IN.npz holds
+``mixture`` (batch, samples) and ``eeg`` (batch, time, channels), given to the model as they are (no
+preprocessing, resampling, windowing, level change or rescaling; cast to float32), ``--batch-size`` rows
+per call; OUT.npz (atomic) holds ``estimate`` (batch, samples), the model's output as it is. A missing
+key, wrong ranks, a batch mismatch, a wrong channel count, NaN/Inf, an object array or a shape the model
+refuses (``neurospex_published``: 4-s windows only) is one line naming IN.npz, and nothing is written.
+
 Library API: `load_run(run) -> (model, config)`, `read_mixture_wav(path)`,
 `read_eeg_npy(path, n_channels)`, `match_eeg_length(eeg, n_audio, path, max_mismatch_s)`,
-`extract_long(model, mixture, eeg, config)`, `write_wav(path, audio, fs, pcm16)`.
+`extract_long(model, mixture, eeg, config)`, `write_wav(path, audio, fs, pcm16)`,
+`read_arrays(path, n_channels)`, `predict_arrays(model, mixture, eeg, where, batch_size, device)`.
 """
 from __future__ import annotations
 
@@ -86,7 +95,7 @@ def read_mixture_wav(path: str | Path, fs_out: int) -> np.ndarray:
     from util.features import load_audio
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device is refused by load_audio (util.inputs.open_regular), never read
         raise EEGKitError(f"{path}: mixture wav not found")
     audio, fs_in = load_audio(path, np.float64, channels="mean")  # (samples,): channels averaged, finite, not silent
     if fs_in != fs_out:
@@ -97,13 +106,12 @@ def read_mixture_wav(path: str | Path, fs_out: int) -> np.ndarray:
 
 def read_eeg_npy(path: str | Path, n_channels: int) -> np.ndarray:
     """Read raw EEG (time, channels) float32; errors for wrong shape, channel count or NaN/Inf."""
+    from util.npy import load_npy
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise EEGKitError(f"{path}: EEG file not found")
-    try:
-        eeg = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise EEGKitError(f"{path}: not a readable .npy array ({str(error).splitlines()[0]})") from None
+    eeg = load_npy(path)  # a regular file under the array cap, no pickle, the header's shape checked first
     from util.inputs import check_array
 
     check_array(eeg, str(path), ndim=2, columns=n_channels, min_rows=2, refuse_constant=True, what="EEG",
@@ -228,6 +236,46 @@ def rescale_to_mixture(estimate: np.ndarray, mixture: np.ndarray) -> np.ndarray:
     return estimate * (sign * talker_rms / estimate_rms)
 
 
+def read_arrays(path: str | Path, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Array mode's input: ``mixture`` (batch, samples) and ``eeg`` (batch, time, n_channels), float32, checked."""
+    from util.inputs import NpzReader, check_array
+
+    path = Path(path)
+    if not path.is_file():
+        raise EEGKitError(f"{path}: arrays file not found")
+    with NpzReader(path) as reader:
+        mixture, eeg = reader["mixture"], reader["eeg"]
+    check_array(mixture, f"{path}: entry 'mixture'", ndim=2, what="mixture", shape_hint="(batch, samples)")
+    check_array(eeg, f"{path}: entry 'eeg'", ndim=3, what="EEG", shape_hint="(batch, time, channels)")
+    if eeg.shape[0] != mixture.shape[0]:
+        raise EEGKitError(f"{path}: 'mixture' has {mixture.shape[0]} rows (batch) but 'eeg' has {eeg.shape[0]}; "
+                          f"one EEG per mixture")
+    if eeg.shape[2] != n_channels:
+        raise EEGKitError(f"{path}: entry 'eeg' must be (batch, time, {n_channels}) for this run, found "
+                          f"{eeg.shape[2]} channels (shape {eeg.shape})")
+    return mixture.astype(np.float32), eeg.astype(np.float32)
+
+
+@torch.no_grad()
+def predict_arrays(model: torch.nn.Module, mixture: np.ndarray, eeg: np.ndarray, where: str | Path,
+                   batch_size: int = 4, device: str | torch.device = "cpu") -> np.ndarray:
+    """The model on ``mixture`` (batch, samples) and ``eeg`` (batch, time, C) as they are -> estimate (batch, samples)."""
+    parts = []
+    for begin in range(0, mixture.shape[0], batch_size):
+        rows = slice(begin, begin + batch_size)
+        try:
+            estimate = model(torch.from_numpy(mixture[rows]).to(device), torch.from_numpy(eeg[rows]).to(device))
+        except EEGKitError as error:
+            raise EEGKitError(f"{where}: {error}") from None
+        except (ValueError, RuntimeError) as error:
+            raise EEGKitError(f"{where}: the model refused these arrays ({str(error).splitlines()[0]})") from None
+        parts.append(estimate.detach().float().cpu().numpy())  # (rows, samples)
+    estimate = np.concatenate(parts)
+    if not np.isfinite(estimate).all():
+        raise EEGKitError(f"{where}: the model's estimate contains NaN/Inf; nothing written")
+    return estimate
+
+
 def write_wav(path: str | Path, audio: np.ndarray, fs: int, pcm16: bool = False) -> Path:
     """Atomically write mono audio (samples,) clipped to [-1, 1] as float32 or 16-bit PCM wav."""
     audio = np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0)
@@ -241,10 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Extract the attended talker from a two-talker mixture wav using the listener's EEG.")
     parser.add_argument("--run", required=True, help="training run folder (uses best.pt, else last.pt) or a .pt checkpoint")
-    parser.add_argument("--mixture", required=True, help="mixture wav file (any sampling rate; multi-channel is averaged to mono)")
-    parser.add_argument("--eeg", required=True,
+    parser.add_argument("--mixture", help="mixture wav file (any sampling rate; multi-channel is averaged to mono)")
+    parser.add_argument("--eeg",
                         help="raw EEG .npy of shape (time, 64) at the run's data.fs_eeg (128 Hz) covering the mixture's span")
-    parser.add_argument("--out", required=True, help="output wav (mono, at the run's data.fs_audio), written atomically")
+    parser.add_argument("--arrays",
+                        help="array mode instead of --mixture/--eeg: an .npz with 'mixture' (batch, samples) and 'eeg' "
+                             "(batch, time, channels), given to the model as they are; --out is then an .npz holding "
+                             "'estimate' (batch, samples)")
+    parser.add_argument("--out", required=True,
+                        help="output wav (mono, at the run's data.fs_audio), or with --arrays an .npz; written atomically")
     parser.add_argument("--pcm16", action="store_true", help="write 16-bit PCM instead of 32-bit float samples")
     parser.add_argument("--max-mismatch-s", type=float, default=1.0,
                         help="largest allowed difference between EEG and audio duration in seconds (default 1.0)")
@@ -265,6 +318,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise EEGKitError(f"--batch-size {args.batch_size}: must be >= 1")
     if not math.isfinite(args.max_mismatch_s) or args.max_mismatch_s < 0:
         raise EEGKitError(f"--max-mismatch-s {args.max_mismatch_s}: must be a finite number >= 0")
+    if args.arrays is not None:
+        if args.mixture is not None or args.eeg is not None:
+            raise EEGKitError("--arrays: give either --arrays or --mixture with --eeg, not both")
+        if args.pcm16:
+            raise EEGKitError("--pcm16: only for wav output (--mixture mode); --arrays writes an .npz")
+        return main_arrays(args)
+    if args.mixture is None or args.eeg is None:
+        raise EEGKitError(f"--{'mixture' if args.mixture is None else 'eeg'}: required (or --arrays IN.npz)")
     check_out_file(args.out, overwrite=args.overwrite, inputs=[args.mixture, args.eeg, args.run])
     check_device(args.device)
     model, config = load_run(args.run, device=args.device)
@@ -279,6 +340,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise EEGKitError(f"{args.run}: the model's estimate for {args.mixture} contains NaN/Inf; nothing written")
     write_wav(args.out, estimate, fs_audio, pcm16=args.pcm16)
     print(f"wrote {args.out} ({estimate.shape[0] / fs_audio:.2f} s at {fs_audio} Hz)")
+    return 0
+
+
+def main_arrays(args: argparse.Namespace) -> int:
+    """Array mode: IN.npz (mixture, eeg) -> the model as is -> OUT.npz (estimate)."""
+    from util.atomic import atomic_savez
+    from util.distributed import check_device
+    from util.outdir import check_out_file
+
+    check_out_file(args.out, overwrite=args.overwrite, inputs=[args.arrays, args.run])
+    check_device(args.device)
+    model, config = load_run(args.run, device=args.device)
+    n_channels = int(config["model"].get("eeg_channels", RAW_EEG_CHANNELS))
+    mixture, eeg = read_arrays(args.arrays, n_channels)  # (batch, samples), (batch, time, C)
+    estimate = predict_arrays(model, mixture, eeg, args.arrays, args.batch_size, args.device)  # (batch, samples)
+    atomic_savez(args.out, estimate=estimate.astype(np.float32))
+    print(f"wrote {args.out} (estimate {estimate.shape[0]} x {estimate.shape[1]})")
     return 0
 
 
