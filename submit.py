@@ -1,7 +1,23 @@
-"""Validate Task 2 predictions against the test set and package the challenge submission zip.
+"""Validate Task 1 or Task 2 predictions against the test set and package the challenge submission zip.
 
   python submit.py --task 2 --predictions PRED_DIR --test-set DATA/test_set/TASK2_regression \
       --group NAME --out OUTDIR [--target auto|mel|envelope]
+  python submit.py --task 1 --predictions PRED_DIR --test-set DATA/test_set/TASK1_match_mismatch \
+      --group NAME --out OUTDIR
+
+Task 1 (match-mismatch, `../shared/reference/task1_match_mismatch.md` section 4): PRED_DIR holds
+one `sub-XXX.json` per subject of the test set, `{segment_id: index}` as written by
+task1_match_mismatch/predict.py. Checks (`validate_task1`), against every `sub-XXX_mapping.json`
+(`{segment_id: {"eeg": id, "stimulus": [5 ids]}}`):
+  * every segment of a subject's mapping has a prediction in that subject's file;
+  * every value is a JSON integer 0..K-1 (K = the segment's number of stimulus ids, 5): no floats
+    (also 2.0), booleans, strings or null, no 5 (`evaluation.task1.index_value`);
+  * nothing else: no id outside the subject's mapping, no file other than one `sub-XXX.json` per
+    test subject (the kit's marker file `.eegkit-output` aside), no sub-folder.
+Refused as for Task 2 (every problem printed, exit 2, nothing written); otherwise
+`OUTDIR/task_1_group_NAME_submission_<n>.zip` (n = 1 or 2), flat, one `sub-XXX.json` per subject.
+
+Task 2:
 
 PRED_DIR holds per-subject JSON files `{segment_id: prediction}`, time first, as written by
 task2_regression/predict.py:
@@ -155,13 +171,84 @@ def validate(predictions_dir: Path, mappings: dict[str, tuple[Path, list[str]]],
     return by_subject, problems
 
 
-def submission_path(out_dir: Path, group: str) -> Path:
-    """First free `task_2_group_<group>_submission_<n>.zip` (n = 1, 2); EEGKitError when both exist."""
+def submission_path(out_dir: Path, group: str, task: int = 2) -> Path:
+    """First free `task_<task>_group_<group>_submission_<n>.zip` (n = 1, 2); EEGKitError when both exist."""
     for number in range(1, MAX_SUBMISSIONS + 1):
-        path = out_dir / f"task_2_group_{group}_submission_{number}.zip"
+        path = out_dir / f"task_{task}_group_{group}_submission_{number}.zip"
         if not path.exists():
             return path
-    raise EEGKitError(f"{out_dir}: submissions 1 and 2 for group {group} already exist; refusing to write a third")
+    raise EEGKitError(f"{out_dir}: Task {task} submissions 1 and 2 for group {group} already exist; refusing to "
+                      f"write a third")
+
+
+def load_task1_mappings(test_set_dir: Path) -> dict[str, tuple[Path, dict[str, int]]]:
+    """{subject: (mapping file, {segment_id: number of stimulus candidates})} of a Task 1 test set."""
+    mappings: dict[str, tuple[Path, dict[str, int]]] = {}
+    for file in mapping_files(test_set_dir):
+        obj = read_json(file)
+        if not isinstance(obj, dict) or not obj:
+            raise EEGKitError(f"{file}: expected a non-empty JSON object {{segment_id: {{'eeg': id, 'stimulus': [ids]}}}}")
+        candidates = {}
+        for segment_id, entry in obj.items():
+            stimuli = entry.get("stimulus") if isinstance(entry, dict) else None
+            if not isinstance(stimuli, list) or len(stimuli) < 2:
+                raise EEGKitError(f"{file}: segment {segment_id} has no 'stimulus' list of candidate ids (a Task 1 "
+                                  f"mapping is needed: DATA/test_set/TASK1_match_mismatch)")
+            candidates[str(segment_id)] = len(stimuli)
+        mappings[subject_of(file)] = (file, candidates)
+    return mappings
+
+
+def validate_task1(predictions_dir: Path, mappings: dict[str, tuple[Path, dict[str, int]]]) -> tuple[dict, list[str]]:
+    """Check Task 1 predictions; returns ({subject: {segment_id: index}}, problems)."""
+    from evaluation.task1 import index_value
+
+    if not predictions_dir.is_dir():
+        raise EEGKitError(f"{predictions_dir}: predictions folder not found")
+    problems: list[str] = []
+    owner = {segment_id: subject for subject, (_, ids) in mappings.items() for segment_id in ids}
+    files = {}
+    for entry in sorted(predictions_dir.iterdir()):
+        if entry.name == MARKER:
+            continue
+        if entry.is_dir():
+            problems.append(f"{entry}: a folder; a Task 1 submission holds only one sub-XXX.json per subject")
+        elif entry.suffix != ".json":
+            problems.append(f"{entry}: extra file; a Task 1 submission holds only one sub-XXX.json per subject")
+        elif entry.stem not in mappings:
+            problems.append(f"{entry}: extra file; the test set has no {entry.stem}_mapping.json")
+        else:
+            files[entry.stem] = entry
+    by_subject: dict[str, dict[str, int]] = {}
+    for subject, (mapping_file, candidates) in mappings.items():
+        if subject not in files:
+            problems.append(f"{predictions_dir / (subject + '.json')}: missing ({len(candidates)} segments of "
+                            f"{mapping_file.name} have no prediction)")
+            continue
+        file = files[subject]
+        try:
+            obj = read_json(file)
+        except EEGKitError as error:
+            problems.append(str(error))
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"{file}: expected a JSON object {{segment_id: index}}")
+            continue
+        chosen = {}
+        for segment_id, value in obj.items():
+            if segment_id not in candidates:
+                where = f"belongs to {owner[segment_id]}" if segment_id in owner else "in no mapping file"
+                problems.append(f"{file}: segment {segment_id}: extra key ({where}, not in {mapping_file.name})")
+                continue
+            try:
+                chosen[segment_id] = index_value(value, f"{file}: segment {segment_id}", candidates[segment_id])
+            except EEGKitError as error:
+                problems.append(str(error))
+        for segment_id in candidates:
+            if segment_id not in obj:
+                problems.append(f"{mapping_file}: segment {segment_id}: no prediction")
+        by_subject[subject] = {segment_id: chosen[segment_id] for segment_id in candidates if segment_id in chosen}
+    return by_subject, problems
 
 
 def build_zip(by_subject: dict[str, dict[str, list]]) -> bytes:
@@ -179,22 +266,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Validate predictions against the test-set mapping files and write the challenge "
         "submission zip (nothing is written when any check fails).",
     )
-    parser.add_argument("--task", type=int, required=True, choices=[2],
-                        help="challenge task; only 2 (stimulus reconstruction: mel, or the envelope) is supported")
+    parser.add_argument("--task", type=int, required=True, choices=[1, 2],
+                        help="challenge task: 1 (match-mismatch: an index 0..4 per segment) or 2 (stimulus "
+                             "reconstruction: mel, or the envelope)")
     parser.add_argument("--predictions", type=Path, required=True,
-                        help="folder of per-subject JSON files {segment_id: 1920 x 10 list} (mel) or "
-                             "{segment_id: 1920 x 1 or flat 1920 list} (envelope)")
+                        help="folder of per-subject JSON files; Task 2: {segment_id: 1920 x 10 list} (mel) or "
+                             "{segment_id: 1920 x 1 or flat 1920 list} (envelope); Task 1: {segment_id: index 0..4}, "
+                             "one sub-XXX.json per test subject and nothing else")
     parser.add_argument("--target", default="auto", choices=("auto", "mel", "envelope"),
-                        help="the predicted target: mel (1920 x 10, the 2024 format) or envelope (written as a flat "
-                             "1920-float list per segment, the 2023 target); auto (default) takes it from the "
-                             "predictions' shape")
+                        help="Task 2 only: the predicted target: mel (1920 x 10, the 2024 format) or envelope "
+                             "(written as a flat 1920-float list per segment, the 2023 target); auto (default) takes "
+                             "it from the predictions' shape")
     parser.add_argument("--test-set", type=Path, required=True,
-                        help="the test set folder DATA/test_set/TASK2_regression holding sub-XXX_mapping.json files")
+                        help="the test set folder holding sub-XXX_mapping.json files: DATA/test_set/TASK2_regression "
+                             "(Task 2) or DATA/test_set/TASK1_match_mismatch (Task 1)")
     parser.add_argument("--group", required=True,
                         help="your group name as registered (letters, digits, '-' and '_')")
     parser.add_argument("--out", type=Path, required=True,
-                        help="output folder for task_2_group_NAME_submission_N.zip (N = 1, or 2 if 1 exists); "
-                             "a folder holding anything else is refused unless --overwrite")
+                        help="output folder for task_<TASK>_group_NAME_submission_N.zip (N = 1, or 2 if 1 exists); "
+                             "a folder holding anything else (other than this group's submissions) is refused "
+                             "unless --overwrite")
     parser.add_argument("--overwrite", action="store_true",
                         help="allow an --out folder that holds other files (they are left alone)")
     args = parser.parse_args(argv)
@@ -203,11 +294,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise EEGKitError(f"--group {args.group!r}: use only letters, digits, '-' and '_'")
     if args.out.exists() and not args.out.is_dir():
         raise EEGKitError(f"--out {args.out}: exists and is a file, not a folder")
-    own = re.compile(rf"task_2_group_{re.escape(args.group)}_submission_\d+\.zip")
+    if args.task == 1 and args.target != "auto":
+        raise EEGKitError(f"--target {args.target}: only for --task 2 (a Task 1 prediction is an index)")
+    own = re.compile(rf"task_[12]_group_{re.escape(args.group)}_submission_\d+\.zip")
     others = [p for p in args.out.iterdir() if not own.fullmatch(p.name) and p.name != MARKER
               and not (p.name.startswith(".") and TMP_TAG in p.name)] if args.out.is_dir() else []
     # an earlier submission of this group is expected (it becomes _2); anything else needs --overwrite
     check_out_dir(args.out, overwrite=args.overwrite or not others, inputs=[args.predictions, args.test_set])
+    if args.task == 1:
+        return _submit_task1(args)
     mappings = load_mappings(args.test_set)
     by_subject, problems = validate(args.predictions, mappings, args.target)
     if problems:
@@ -221,6 +316,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = next((v for segments in by_subject.values() for v in segments.values()), None)
     kind = "envelope, 1920 floats" if first and not isinstance(first[0], list) else "mel, 1920 x 10"
     print(f"wrote {path} ({len(by_subject)} subjects, {n_segments} segments; {kind} each)")
+    return 0
+
+
+def _submit_task1(args: argparse.Namespace) -> int:
+    """The Task 1 half of `main`, after the --out checks: validate, then write the zip (or nothing)."""
+    by_subject, problems = validate_task1(args.predictions, load_task1_mappings(args.test_set))
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        raise EEGKitError(f"{args.predictions}: {len(problems)} problem(s) found; no submission written")
+    path = submission_path(args.out, args.group, task=1)
+    prepare_out_dir(args.out)
+    atomic_write_bytes(path, build_zip(by_subject))
+    n_segments = sum(len(v) for v in by_subject.values())
+    print(f"wrote {path} ({len(by_subject)} subjects, {n_segments} segments; an index 0..4 each)")
     return 0
 
 

@@ -4,10 +4,11 @@
     python -m synthetic kul   --out DIR [--subjects 2] [--trials 8] [--minutes 1] [--seed 0]
 
 ``task2`` runs ``synthetic.task2.generate`` (ICASSP 2024 Task 2 layout:
-derivatives/split_data, stimuli/eeg, test_set with held-out labels); ``kul`` runs
+derivatives/split_data, stimuli/eeg, test_set with held-out labels, and the Task 1
+match-mismatch test set of the same test subjects, ``synthetic.task1_test_set``); ``kul`` runs
 ``synthetic.kul.generate`` (KU Leuven AAD layout: S*.mat + stimuli/*.wav),
 imported only when asked for. Modules: ``speech`` (espeak-ng TTS), ``eeg_forward`` (the EEG
-forward model), ``task2``, ``kul``. This package sits above the tasks: it may use them, they never use it.
+forward model), ``task2``, ``task1_test_set``, ``kul``. This package sits above the tasks: it may use them, they never use it.
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@
     out_dir/test_set/labels/sub-YYY.json                    {segment_id: 1920 x 10 list}  (held out)
     out_dir/test_set/labels_envelope/sub-YYY.json           {segment_id: [1920 x 1 list, stimulus]}
                                                             (the envelope labels, 2023 label format)
+    out_dir/test_set/TASK1_match_mismatch/...               the Task 1 (match-mismatch) test set of the same
+    out_dir/test_set/labels_task1/sub-YYY.json              test subjects, 5-s segments (synthetic.task1_test_set)
     out_dir/synthetic_task2.json                            generation parameters
 
 Stimuli: speech from ``synthetic.speech`` (espeak-ng), each stimulus its own voice
@@ -81,7 +83,7 @@ import numpy as np
 from scipy.io import wavfile
 from tqdm import tqdm
 
-from synthetic import eeg_forward, speech
+from synthetic import eeg_forward, speech, task1_test_set
 from util import features
 from util.atomic import atomic_path, atomic_save_npy, atomic_savez, atomic_write_json
 from util.errors import EEGKitError
@@ -197,6 +199,7 @@ def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, te
     test_dir = out / "test_set" / "TASK2_regression"
     label_dir = out / "test_set" / "labels"
     envelope_label_dir = out / "test_set" / "labels_envelope"
+    task1_inputs = []  # (subject, story, eeg, envelope, mel) of each test subject, for the Task 1 test set
     for j, sid in enumerate(test_ids):
         bar.set_postfix_str(f"EEG {sid} (test)")
         head = eeg_forward.make_subject(seed * 100003 + 50000 + j, FS, len(DRIVER_GAINS), driver_gains=DRIVER_GAINS)
@@ -221,8 +224,10 @@ def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, te
         atomic_write_json(test_dir / f"{sid}_mapping.json", mapping, indent=1)
         atomic_write_json(label_dir / f"{sid}.json", labels)
         atomic_write_json(envelope_label_dir / f"{sid}.json", envelope_labels)
+        task1_inputs.append((sid, test_names[j % n_test_pool], eeg, envelope, mel))
         bar.update()
     bar.close()
+    task1 = task1_test_set.write_test_set(out, task1_inputs, seed)
 
     atomic_write_json(out / "synthetic_task2.json", {
         "generator": "synthetic.task2", "seed": seed, "fs": FS, "snr_db": snr_db,
@@ -230,7 +235,7 @@ def generate(out_dir, subjects: int = 8, minutes: float = 8.0, seed: int = 0, te
         "train_stimuli": train_names, "test_stimuli": test_names, "minutes": minutes,
         "test_minutes": test_minutes, "story_minutes": story_minutes,
         "voices": {name: VOICES[k % len(VOICES)] for k, name in enumerate(train_names + test_names)},
-        "driver_gains": DRIVER_GAINS.tolist(),
+        "driver_gains": DRIVER_GAINS.tolist(), "task1_test_set": task1,
     }, indent=1)
     return out
 
