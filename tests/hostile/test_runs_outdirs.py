@@ -99,13 +99,17 @@ def test_aad_experiment_refuses_a_non_empty_out(refuse, kul_dataset, tmp_path):
 def test_stale_temporaries_are_removed_on_the_next_start(tmp_path):
     from util.outdir import prepare_out_dir
 
+    from util.atomic import temp_name
+
     out = tmp_path / "run"
     out.mkdir()
-    (out / ".last.pt.tmp-x1y2.pt").write_bytes(b"half")
-    (out / ".task_2_group_g_submission_1.zip.tmp-abc.zip").write_bytes(b"half")
+    dead = 2**22 + 1  # above Linux's PID_MAX_LIMIT: no such process, as after a kill
+    (out / temp_name("last.pt", ".pt", pid=dead)).write_bytes(b"half")
+    (out / temp_name("task_2_group_g_submission_1.zip", ".zip", pid=dead)).write_bytes(b"half")
     (out / "keep.tmp-not-ours").write_text("user file")
+    (out / ".keep.tmp-thesis").write_text("user file that looks like an old-style temporary")
     prepare_out_dir(out)
-    assert sorted(p.name for p in out.iterdir()) == [".eegkit-output", "keep.tmp-not-ours"]
+    assert sorted(p.name for p in out.iterdir()) == [".eegkit-output", ".keep.tmp-thesis", "keep.tmp-not-ours"]
 
 
 REPORT_FILE_CASES = [

@@ -304,4 +304,4 @@ def test_task2_predict_replaces_the_folder_whole(task2_tiny_run, task2_dataset, 
     finally:
         predict.atomic_write_json = real_dump
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old folder, untouched
-    assert not list(tmp_path.glob(".pred.tmp-*"))  # and no temporary sibling left
+    assert not list(tmp_path.glob(".pred.*"))  # and no temporary sibling (or lock file) left

@@ -51,11 +51,14 @@ def test_sigkill_then_resume_is_bit_identical(task, task2_dataset, kul_dataset, 
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     epoch_at_kill = load_checkpoint(killed / "last.pt")["extra"]["epoch"]
     assert epoch_at_kill < config["train"]["epochs"] - 1
-    (killed / ".last.pt.tmp-killed.pt").write_bytes(b"half a checkpoint")  # what a kill mid-write leaves
+    from util.atomic import temp_name
+
+    # what a kill mid-write leaves: a temporary named for the killed process
+    (killed / temp_name("last.pt", ".pt", pid=process.pid)).write_bytes(b"half a checkpoint")
     resumed = subprocess.run(_cmd(task, path, data, killed, "--resume"), cwd=REPO, env=_env(), capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert not list(killed.glob(".*.tmp-*"))
+    assert not list(killed.glob(".*.eegkit-tmp-*"))
     done = subprocess.run(_cmd(task, path, data, straight), cwd=REPO, env=_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr

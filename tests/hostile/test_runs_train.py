@@ -291,7 +291,9 @@ def test_overwrite_replaces_the_old_run_and_keeps_no_stale_files(task2_dataset, 
     run = _copy_run(task2_tiny_run, tmp_path)
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "epoch_0099.pt").write_bytes(b"old")
-    (run / ".last.pt.tmp-abc123.pt").write_bytes(b"half a checkpoint")
+    from util.atomic import temp_name
+
+    (run / temp_name("last.pt", ".pt", pid=2**22 + 1)).write_bytes(b"half a checkpoint")  # its writer is gone
     import yaml
 
     config = tmp_path / "cfg.yaml"
@@ -301,7 +303,7 @@ def test_overwrite_replaces_the_old_run_and_keeps_no_stale_files(task2_dataset, 
     with pytest.raises(SystemExit) as done:
         run_cli(main, ["--config", str(config), "--data", str(task2_dataset), "--out", str(run), "--overwrite"])
     assert done.value.code == 0
-    assert not (run / "checkpoints").exists() and not list(run.glob(".*.tmp-*"))
+    assert not (run / "checkpoints").exists() and not list(run.glob(".*.eegkit-tmp-*"))
     assert [line.split(",")[0] for line in (run / "log.csv").read_text().splitlines()] == ["epoch", "0"]
     assert (run / ".eegkit-output").is_file()
 
