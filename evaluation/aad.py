@@ -292,17 +292,26 @@ def _finite_float(text: str, where: str, column: str) -> float:
     return value
 
 
+R_TOLERANCE = 1e-6  # a Pearson r computed in float32 may pass +-1 by rounding
+
+
 def _check_row(row: dict, where: str) -> dict:
     if not row["subject"]:
         raise EEGKitError(f"{where}: empty subject")
     if row["window_s"] <= 0:
         raise EEGKitError(f"{where}: window_s {row['window']} must be > 0")
+    for column in ("r_attended", "r_unattended"):
+        if abs(row[column]) > 1 + R_TOLERANCE:
+            raise EEGKitError(f"{where}: {column} {row[column]:g} is outside [-1, 1] (a correlation)")
     return row
 
 
 def _load_csv(path: Path) -> list[dict]:
+    from util import inputs
+
+    data = inputs.read_regular(path, inputs.MAX_TEXT_BYTES, "CSV file")  # no FIFO, no device, capped
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise EEGKitError(f"{path}: not a UTF-8 text CSV file") from None
     if not text.strip():
@@ -346,6 +355,8 @@ def _load_npz(path: Path) -> list[dict]:
     try:  # no pickle; each member capped (declared size and npy header) by util.inputs
         archive = NpzReader(path)
     except EEGKitError as error:
+        if "not a readable" not in str(error):  # a FIFO, a device, duplicate members: the reader's own line
+            raise
         raise EEGKitError(f"{path}: not a valid .npz file ({str(error).split('(', 1)[-1].split(':')[0]})") from None
     with archive:
         missing = [name for name in COLUMNS if name not in archive.files]
@@ -657,6 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EEGKitError(f"{flag} {path}: is a folder, expected a file name")
         if path.exists() and not args.overwrite:
             raise EEGKitError(f"{flag} {path}: already exists (pass --overwrite to replace it)")
+    from util.outdir import check_out_files
+
+    check_out_files(outputs, args.overwrite, [args.correlations])  # the one rule (inputs, checkpoints, FIFOs, ...)
 
     rows = load_correlations(args.correlations)
     report = score_correlations(rows, n_min=args.n_min, p0=args.p0, c=args.comfort, alpha=args.alpha)

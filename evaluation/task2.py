@@ -267,7 +267,8 @@ def load_predictions(path: str | Path, convert=None) -> Predictions:
             _merge(merged, obj, str(file), convert)
         return merged
     try:
-        with zipfile.ZipFile(path) as archive:
+        with inputs.open_zip(path, str(path), None, "predictions zip",  # a regular file only; members capped
+                             invalid="not a folder nor a valid zip file") as archive:
             infos = sorted((i for i in archive.infolist() if i.filename.endswith(".json")
                             and not i.filename.startswith("__MACOSX")), key=lambda i: i.filename)
             if not infos:
@@ -300,7 +301,8 @@ def mapping_files(test_dir) -> list[Path]:
         raise EEGKitError(f"{test_dir}: test set folder not found")
     files = sorted(test_dir.glob(MAPPING_GLOB))
     if not files:
-        raise EEGKitError(f"{test_dir}: no sub-XXX_mapping.json files found (expected DATA/test_set/TASK2_regression)")
+        raise EEGKitError(f"{test_dir}: no sub-XXX_mapping.json files found (expected DATA/test_set/TASK2_regression, "
+                          f"or TASK1_match_mismatch for Task 1)")
     return files
 
 

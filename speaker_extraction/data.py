@@ -319,7 +319,7 @@ class KULCorpus:
         """Resample ``stimuli/wav_name`` to fs_audio once and cache it; returns the .npy path."""
         wav_path = self.stimuli_dir / wav_name
         mat_path = self.subject_files[needed_by.subject]
-        if not wav_path.is_file():
+        if not wav_path.exists():  # a FIFO or a device: load_audio's one line (util.inputs.open_regular)
             raise EEGKitError(f"{wav_path}: stimulus file not found (needed by {mat_path.name} trial {needed_by.trial})")
         cache_path = self._audio_cache_path(wav_name)
         side = cache_path.with_suffix(".json")

@@ -16,24 +16,35 @@ The reader also accepts a plain struct array (``trials[0, k]`` a record) and
 files saved with ``squeeze_me``-like 1-element wrappers; every 1-element
 wrapper is unwrapped.
 
+Bounded reading: the file is opened by `util.inputs.open_regular` (a FIFO or a
+device is refused, never read) under `util.inputs.MAX_MAT_BYTES`, and before
+scipy parses it every compressed variable (MAT v5 ``miCOMPRESSED``) is inflated
+once in a counting pass that stops as soon as the variables together pass the
+same cap, so a small file that inflates to many GB is refused in bounded memory.
+Whole-number fields (``attended_track``, ``TrialID``, ``part``, ...) must hold
+whole numbers: ``1.5`` or a MATLAB logical ``true`` is refused, not truncated.
+
 Public API: ``RawTrial`` (one trial, EEG time first ``(samples, 64)``),
-``read_subject_mat(path) -> list[RawTrial]``,
+``read_subject_mat(path) -> list[RawTrial]``, ``load_mat(path)`` (the bounded ``loadmat``),
 ``write_subject_mat(path, trials)`` (atomic; used by ``synthetic.kul``),
 ``BIOSEMI64`` (channel labels used when writing).
 """
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
+from util import inputs
 from util.atomic import atomic_path
 from util.errors import EEGKitError
 from util.inputs import check_array
 
-__all__ = ["RawTrial", "read_subject_mat", "write_subject_mat", "BIOSEMI64", "N_CHANNELS"]
+__all__ = ["RawTrial", "read_subject_mat", "write_subject_mat", "load_mat", "BIOSEMI64", "N_CHANNELS"]
 
 N_CHANNELS = 64
 
@@ -106,9 +117,22 @@ def _string(value) -> str:
 
 def _number(value) -> float:
     array = np.asarray(_unwrap(value))
-    if array.size != 1 or array.dtype.kind not in "biuf":
+    if array.size == 1 and array.dtype.kind == "b":
+        raise ValueError(f"expected a number, found a logical ({bool(array.reshape(-1)[0])})")
+    if array.size != 1 or array.dtype.kind not in "iuf":
         raise ValueError(f"expected a number, found {array.dtype} array of shape {array.shape}")
     return float(array.reshape(-1)[0])
+
+
+def _whole(record, name: str) -> int:
+    """Field ``name`` as a whole number; ``1.5`` (or NaN, or a logical) is refused instead of truncated."""
+    try:
+        value = _number(_field(record, name))
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+    if not np.isfinite(value) or value != int(value):
+        raise ValueError(f"{name} must be a whole number, found {value:g}")
+    return int(value)
 
 
 def _strings(value) -> list[str]:
@@ -134,13 +158,13 @@ def _parse_trial(cell, path: Path, position: int) -> RawTrial:
             channels = []
         stimuli = _strings(_field(record, "stimuli"))
         values = dict(
-            trial_id=int(_number(_field(record, "TrialID"))) if "TrialID" in _names(record) else position + 1,
+            trial_id=_whole(record, "TrialID") if "TrialID" in _names(record) else position + 1,
             attended_ear=_string(_field(record, "attended_ear")).strip().upper(),
-            attended_track=int(_number(_field(record, "attended_track"))),
+            attended_track=_whole(record, "attended_track"),
             condition=_string(_field(record, "condition")).strip(),
-            experiment=int(_number(_field(record, "experiment"))) if "experiment" in _names(record) else 0,
-            part=int(_number(_field(record, "part"))),
-            repetition=int(_number(_field(record, "repetition"))) if "repetition" in _names(record) else 0,
+            experiment=_whole(record, "experiment") if "experiment" in _names(record) else 0,
+            part=_whole(record, "part"),
+            repetition=_whole(record, "repetition") if "repetition" in _names(record) else 0,
             subject=_string(_field(record, "subject")) if "subject" in _names(record) else path.stem,
         )
     except KeyError as missing:
@@ -169,18 +193,84 @@ def _names(record) -> tuple:
     return tuple(record.keys()) if isinstance(record, dict) else record.dtype.names
 
 
+_MI_COMPRESSED = 15
+_SCAN_CHUNK = 1 << 20
+
+
+def _inflated_sizes(handle, path: Path, cap: int) -> int:
+    """Bytes of every top-level variable of a MAT v5 file, compressed ones counted inflated; refused past ``cap``.
+
+    A counting pass: each ``miCOMPRESSED`` element is inflated in 1 MiB pieces and thrown away, so
+    memory stays small and the pass stops as soon as the total passes the cap. Files that are not
+    MAT v5 (v4; v7.3 is HDF5) are left to scipy, which refuses or reads them (their size is capped).
+    """
+    header = handle.read(128)
+    if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
+        return 0
+    order = "<" if header[126:128] == b"IM" else ">"
+    version = struct.unpack(order + "H", header[124:126])[0]
+    if version != 0x0100:
+        return 0
+    total = 0
+    while True:
+        tag = handle.read(8)
+        if len(tag) < 8:
+            return total  # end of file (a truncated tag is scipy's to report)
+        mdtype, nbytes = struct.unpack(order + "II", tag)
+        if mdtype >> 16:  # small data element: 4 bytes of data in the tag itself
+            continue
+        if mdtype != _MI_COMPRESSED:
+            total += nbytes
+            handle.seek(nbytes, 1)
+        else:
+            inflater = zlib.decompressobj()
+            remaining = nbytes
+            while remaining:
+                chunk = handle.read(min(_SCAN_CHUNK, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                data = inflater.decompress(chunk, _SCAN_CHUNK)
+                while True:
+                    total += len(data)
+                    if total > cap:
+                        raise EEGKitError(f"{path}: its variables inflate beyond the {inputs.cap_text(cap)} cap "
+                                          f"for a MATLAB file")
+                    if not inflater.unconsumed_tail:
+                        break
+                    data = inflater.decompress(inflater.unconsumed_tail, _SCAN_CHUNK)
+        if total > cap:
+            raise EEGKitError(f"{path}: its variables hold more than the {inputs.cap_text(cap)} cap for a MATLAB file")
+
+
+def load_mat(path: str | Path, what: str = "MATLAB file") -> dict:
+    """``scipy.io.loadmat`` of a regular file under `util.inputs.MAX_MAT_BYTES`, compressed variables counted
+    inflated (see the module docstring); one line naming the file for anything unreadable."""
+    path = Path(path)
+    cap = inputs.MAX_MAT_BYTES
+    with inputs.open_regular(path, cap, what) as handle:
+        try:
+            _inflated_sizes(handle, path, cap)
+            handle.seek(0)
+            return scipy.io.loadmat(handle)
+        except EEGKitError:
+            raise
+        except MemoryError:
+            raise inputs.out_of_memory(str(path)) from None
+        except zlib.error as error:
+            raise EEGKitError(f"{path}: cannot read MATLAB file (a damaged compressed variable: {error})") from None
+        except NotImplementedError:
+            raise EEGKitError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; "
+                              f"re-save with save(..., '-v7')") from None
+        except Exception as error:  # scipy raises ValueError/TypeError/OSError/... for corrupt files
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise EEGKitError(f"{path}: cannot read MATLAB file ({first})") from None
+
+
 def read_subject_mat(path: str | Path) -> list[RawTrial]:
     """All trials of one subject file, EEG as stored (not filtered, dtype kept)."""
     path = Path(path)
-    if not path.is_file():
-        raise EEGKitError(f"{path}: subject file not found")
-    try:
-        content = scipy.io.loadmat(str(path))
-    except NotImplementedError:
-        raise EEGKitError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save with save(..., '-v7')") from None
-    except Exception as error:  # scipy raises ValueError/TypeError/OSError/... for corrupt files
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise EEGKitError(f"{path}: cannot read MATLAB file ({first})") from None
+    content = load_mat(path, "subject file")
     if "trials" not in content:
         found = sorted(key for key in content if not key.startswith("__"))
         raise EEGKitError(f"{path}: no variable 'trials' (found: {', '.join(found) or 'nothing'})")

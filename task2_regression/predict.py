@@ -27,10 +27,8 @@ partial output. A non-empty PRED needs ``--overwrite``; the folder is then repla
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Sequence
-
 
 import numpy as np
 import torch
@@ -92,7 +90,9 @@ def load_run_models(run_dir, checkpoint: str = "best") -> tuple:
         return load_run_model(run_dir, checkpoint)
     marker = run_dir / PER_SUBJECT_FILE
     try:
-        subjects = json.loads(marker.read_text())["subjects"]
+        from util.inputs import read_json
+
+        subjects = read_json(marker)["subjects"]  # bounded, strict (a FIFO, a duplicate key: one line)
     except (OSError, ValueError, KeyError, TypeError):
         raise EEGKitError(f"{marker}: not a readable per-subject index (expected {{'subjects': {{...}}}})") from None
     if not isinstance(subjects, dict) or not subjects:
@@ -133,7 +133,7 @@ def read_test_subject(mapping_path: Path, n_channels: int = 64) -> tuple[list[st
     mapping = read_json(mapping_path)
     if not isinstance(mapping, dict) or not mapping:
         raise EEGKitError(f"{mapping_path}: expected a non-empty {{segment_id: {{'eeg': eeg_id}}}} object")
-    if not npz_path.is_file():
+    if not npz_path.exists():  # a FIFO or a device is refused by NpzReader (util.inputs.open_regular), never read
         raise EEGKitError(f"{npz_path}: EEG file not found (named by {mapping_path.name})")
     ids, segments = [], []
     with NpzReader(npz_path) as archive:

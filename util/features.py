@@ -249,46 +249,52 @@ def load_audio(path, dtype=np.float32, channels: str = "mean", allow_silent: boo
     channels to mono (stimuli, the mixture given to predict), ``channels='mono'`` refuses it (the
     scorer's estimates and references). NaN/Inf samples are refused naming the first; silent
     (constant) audio too unless ``allow_silent``. ``.npz.gz`` files are decompressed under the
-    `util.inputs.MAX_INFLATED_BYTES` cap (2 GiB).
+    `util.inputs.MAX_INFLATED_BYTES` cap (2 GiB). The file is opened by `util.inputs.open_regular`:
+    a FIFO or a device (``/dev/zero``) is refused with one line, never read; a wav is read whole under
+    `util.inputs.MAX_ARRAY_BYTES`.
     """
+    import os
     import warnings
 
-    from util.inputs import NpzReader, check_finite, gunzip_file
+    from util.inputs import MAX_ARRAY_BYTES, NpzReader, check_finite, open_gunzipped, open_regular, out_of_memory
 
     if channels not in ("mean", "mono"):
         raise ValueError(f"channels must be 'mean' or 'mono', got {channels!r}")
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise EEGKitError(f"{path}: audio file not found")
     name = path.name.lower()
     if not name.endswith((".wav", ".npz", ".npz.gz")):
         raise EEGKitError(f"{path}: unsupported audio format (use .wav, .npz or .npz.gz)")
-    if path.stat().st_size == 0:
-        raise EEGKitError(f"{path}: empty file")
-    try:
-        if name.endswith(".wav"):
-            from scipy.io import wavfile
+    # a regular file only (a FIFO or /dev/zero is refused, never read); a wav is read whole: capped
+    with open_regular(path, MAX_ARRAY_BYTES if name.endswith(".wav") else None, "audio file") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise EEGKitError(f"{path}: empty file")
+        try:
+            if name.endswith(".wav"):
+                from scipy.io import wavfile
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", wavfile.WavFileWarning)
-                try:
-                    fs, audio = wavfile.read(path)
-                except UnboundLocalError:  # scipy's reader on a file that has no 'data' chunk
-                    raise EEGKitError(f"{path}: cannot read audio (no 'data' chunk in this wav)") from None
-        elif name.endswith(".npz") or name.endswith(".npz.gz"):
-            source = gunzip_file(path) if name.endswith(".gz") else path
-            with NpzReader(source, str(path)) as data:
-                if "audio" not in data or "fs" not in data:
-                    raise EEGKitError(f"{path}: npz must hold keys 'audio' and 'fs', found {sorted(data.files)}")
-                audio, fs = data["audio"], data["fs"]
-        else:
-            raise EEGKitError(f"{path}: unsupported audio format (use .wav, .npz or .npz.gz)")
-    except EEGKitError:
-        raise
-    except Warning as warning:  # scipy's WavFileWarning: "Reached EOF prematurely ..."
-        raise EEGKitError(f"{path}: truncated or damaged wav ({str(warning).splitlines()[0]})") from None
-    except (ValueError, OSError, EOFError, KeyError, struct_error, IndexError, TypeError) as exc:
-        raise EEGKitError(f"{path}: cannot read audio ({type(exc).__name__}: {exc})") from None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", wavfile.WavFileWarning)
+                    try:
+                        fs, audio = wavfile.read(handle)
+                    except UnboundLocalError:  # scipy's reader on a file that has no 'data' chunk
+                        raise EEGKitError(f"{path}: cannot read audio (no 'data' chunk in this wav)") from None
+            else:  # .npz, or .npz.gz inflated (capped) into memory or a temporary file, never twice in memory
+                with (open_gunzipped(path) if name.endswith(".gz") else handle) as source:
+                    with NpzReader(source, str(path)) as data:
+                        if "audio" not in data or "fs" not in data:
+                            raise EEGKitError(f"{path}: npz must hold keys 'audio' and 'fs', "
+                                              f"found {sorted(data.files)}")
+                        audio, fs = data["audio"], data["fs"]
+        except EEGKitError:
+            raise
+        except MemoryError:
+            raise out_of_memory(str(path)) from None
+        except Warning as warning:  # scipy's WavFileWarning: "Reached EOF prematurely ..."
+            raise EEGKitError(f"{path}: truncated or damaged wav ({str(warning).splitlines()[0]})") from None
+        except (ValueError, OSError, EOFError, KeyError, struct_error, IndexError, TypeError) as exc:
+            raise EEGKitError(f"{path}: cannot read audio ({type(exc).__name__}: {exc})") from None
     fs_array = np.asarray(fs)
     if fs_array.dtype.kind not in "iuf" or fs_array.size != 1:
         raise EEGKitError(f"{path}: invalid sampling rate {fs!r}")

@@ -21,6 +21,25 @@ read, because declared sizes can lie):
   2024 submission JSON is about 0.4 MB per 30-s segment, some 50 MB for 120 segments).
 - `MAX_ZIP_TOTAL_BYTES` = 4 GiB: all JSON members of one zip together (20 test subjects: about 1 GB).
 
+- `MAX_TEXT_BYTES` = 1 GiB: one CSV/text file (``evaluation.aad --correlations``).
+- `MAX_ARRAY_BYTES` = 2 GiB: one ``.npy`` or ``.wav`` file read whole (``speaker_extraction.predict
+  --eeg``/``--mixture``, stimulus wavs).
+- `MAX_MAT_BYTES` = 2 GiB: one MATLAB file, its variables counted inflated (a KU Leuven subject file
+  is about 0.1-0.2 GB).
+
+Bounded reading. Every input file is opened by `open_regular(path, max_bytes)`: ``os.open`` with
+``O_NONBLOCK`` (opening a FIFO never blocks), then ``fstat``: anything but a regular file (a FIFO,
+a character device such as ``/dev/zero`` behind a symlink, a socket, a folder) is refused with one
+line naming the path and what it is, and so is a file beyond ``max_bytes``. `read_regular` reads a
+whole file that way and never takes more than the cap, even from a file that grows while it is read.
+`open_zip` opens a zip or ``.npz`` the same way and refuses duplicate member names; `NpzReader`
+refuses encrypted members, compression methods other than stored/deflated, and ``.npy`` headers
+whose shape is negative or overflows (``2**70``, ``2**63 x 64``) before anything is allocated.
+
+Strict JSON (`parse_json`, `read_json`): a key twice in one object is refused naming the key
+(which value would count?), and so is an integer beyond the 64-bit range (a 401-digit integer is
+one line, not a traceback or a silent float).
+
 The caps are module attributes so that a test can lower them (``monkeypatch.setattr``).
 """
 from __future__ import annotations
@@ -28,25 +47,171 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
+import os
+import stat
+import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 
 import numpy as np
 
 from util.errors import EEGKitError
-from util.npy import parse_header
 
 GiB = 1 << 30
 MAX_INFLATED_BYTES = 2 * GiB
 MAX_JSON_BYTES = 1 * GiB
 MAX_ZIP_TOTAL_BYTES = 4 * GiB
+MAX_TEXT_BYTES = 1 * GiB
+MAX_ARRAY_BYTES = 2 * GiB
+MAX_MAT_BYTES = 2 * GiB
+MAX_JSON_INT_DIGITS = 19  # |n| < 2**63: the 64-bit range
 _CHUNK = 1 << 20
+_SPOOL_BYTES = 64 << 20  # a decompressed .gz stays in memory up to this size, then goes to a temporary file
 
-__all__ = ["MAX_INFLATED_BYTES", "MAX_JSON_BYTES", "MAX_ZIP_TOTAL_BYTES", "check_array", "first_nonfinite",
-           "check_finite", "describe_index", "cap_text", "read_json", "parse_json", "json_numbers", "gunzip_file",
-           "read_zip_member", "NpzReader", "finite_number", "check_number_flags"]
+__all__ = ["MAX_INFLATED_BYTES", "MAX_JSON_BYTES", "MAX_ZIP_TOTAL_BYTES", "MAX_TEXT_BYTES", "MAX_ARRAY_BYTES",
+           "MAX_MAT_BYTES", "check_array", "first_nonfinite", "check_finite", "describe_index", "cap_text",
+           "read_json", "parse_json", "json_numbers", "gunzip_file", "open_gunzipped", "read_zip_member",
+           "NpzReader", "finite_number", "check_number_flags", "open_regular", "read_regular", "open_zip",
+           "parse_header", "array_nbytes", "read_array_into", "out_of_memory"]
+
+
+# --------------------------------------------------------------------------- bounded reading
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _target_note(path: Path) -> str:
+    """`` (a link to /dev/zero)`` when ``path`` is a symbolic link somewhere along the way; else empty."""
+    try:
+        real = os.path.realpath(path)
+    except (OSError, ValueError):
+        return ""
+    return f" (a link to {real})" if real != os.path.abspath(path) else ""
+
+
+def open_regular(path: str | os.PathLike, max_bytes: int | None = None, what: str = "file") -> BinaryIO:
+    """Open ``path`` for binary reading if, and only if, it is a regular file of at most ``max_bytes``.
+
+    ``os.open`` with ``O_NONBLOCK`` so that opening a FIFO returns at once instead of waiting for a
+    writer; ``fstat`` on the open descriptor (no race with a swapped path) then refuses FIFOs,
+    devices (``/dev/zero`` behind a symlink), sockets and folders, and a size beyond ``max_bytes``
+    (None: no size cap, e.g. a file read by row ranges). One `EEGKitError` line naming the path;
+    ``what`` names the content in messages ("JSON file", "subject file"). Returns a buffered file
+    object (the caller closes it; use ``with``).
+    """
+    path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise EEGKitError(f"{path}: {what} not found") from None
+    except PermissionError:
+        raise EEGKitError(f"{path}: permission denied (cannot read the {what})") from None
+    except OSError as error:  # a socket (ENXIO), a symlink loop (ELOOP), a name too long ...
+        raise EEGKitError(f"{path}: cannot open the {what} ({error.strerror or type(error).__name__})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = _kind_of(info.st_mode)
+            expected = "expected a file" if kind == "a folder" else f"expected a regular {what}"
+            raise EEGKitError(f"{path}: is {kind}{_target_note(path)}, {expected}")
+        if max_bytes is not None and info.st_size > max_bytes:
+            raise EEGKitError(f"{path}: {info.st_size} bytes, beyond the {cap_text(max_bytes)} cap for a {what}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def out_of_memory(where: str, nbytes: int | None = None) -> EEGKitError:
+    """The one line for a `MemoryError` while reading ``where`` (the input is named, and its size when known)."""
+    size = f" ({nbytes} bytes)" if nbytes is not None else ""
+    return EEGKitError(f"{where}: out of memory while reading this input{size}; is it far larger than expected?")
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path`` (`open_regular`), never more than ``max_bytes``.
+
+    The size is checked before reading and the read itself stops at ``max_bytes + 1`` bytes, so a
+    file that grows while it is read is refused too.
+    """
+    path = Path(path)
+    with open_regular(path, max_bytes, what) as handle:
+        try:
+            data = handle.read(max_bytes + 1)
+        except MemoryError:
+            raise out_of_memory(str(path), max_bytes) from None
+    if len(data) > max_bytes:
+        raise EEGKitError(f"{path}: grew beyond the {cap_text(max_bytes)} cap for a {what} while it was read")
+    return data
+
+
+class _OwnedZip(zipfile.ZipFile):
+    """A ZipFile that closes the file `open_zip` opened for it."""
+
+    _owned: BinaryIO | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._owned is not None:
+                self._owned.close()
+                self._owned = None
+
+
+def open_zip(source: str | os.PathLike | bytes | BinaryIO, where: str, max_bytes: int | None = None,
+             what: str = "zip file", invalid: str | None = None) -> zipfile.ZipFile:
+    """A `zipfile.ZipFile` over a regular file (`open_regular`), bytes or an open binary file.
+
+    Refused with one line naming ``where``: not a zip (``invalid`` words it, default "not a readable
+    <what>"), and a member name that appears twice (which copy would count?). A file opened here is
+    closed with the archive.
+    """
+    owned = isinstance(source, (str, os.PathLike))
+    handle = open_regular(source, max_bytes, what) if owned else (
+        io.BytesIO(source) if isinstance(source, bytes) else source)
+    try:
+        archive = _OwnedZip(handle)
+    except MemoryError:
+        if owned:
+            handle.close()
+        raise out_of_memory(where) from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as error:
+        if owned:
+            handle.close()
+        raise EEGKitError(f"{where}: {invalid or f'not a readable {what}'} ({type(error).__name__}: {error})") from None
+    if owned:
+        archive._owned = handle
+    seen: set[str] = set()
+    for name in archive.namelist():
+        if name in seen:
+            archive.close()
+            raise EEGKitError(f"{where}: member {name!r} appears twice in this {what} (which copy counts?)")
+        seen.add(name)
+    return archive
+
+
+def check_zip_member(info: zipfile.ZipInfo, where: str) -> None:
+    """Refuse an encrypted member and a compression method other than stored or deflated (one line)."""
+    if info.flag_bits & 0x1:
+        raise EEGKitError(f"{where}: encrypted zip member (a password-protected member is not read)")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        names = {9: "deflate64", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+        method = names.get(info.compress_type, f"method {info.compress_type}")
+        raise EEGKitError(f"{where}: compressed with {method}; only stored and deflated members are read")
 
 
 # --------------------------------------------------------------------------- arrays
@@ -204,38 +369,86 @@ class _CappedStream(io.RawIOBase):
 def _read_all(stream, cap: int, where: str, kind: str) -> bytes:
     capped = _CappedStream(stream, cap, where, kind)
     parts = []
-    while True:
-        block = capped.read(_CHUNK)
-        if not block:
-            return b"".join(parts)
-        parts.append(block)
+    try:
+        while True:
+            block = capped.read(_CHUNK)
+            if not block:
+                return b"".join(parts)
+            parts.append(block)
+    except MemoryError:
+        raise out_of_memory(where, capped.count) from None
+
+
+def _gz_declared(handle, path: Path, cap: int) -> None:
+    """Refuse a .gz whose trailer declares more than ``cap`` bytes (the size mod 2**32: a first check only)."""
+    handle.seek(0, 2)
+    if handle.tell() >= 4:
+        handle.seek(-4, 2)
+        declared = int.from_bytes(handle.read(4), "little")
+        if declared > cap:
+            raise EEGKitError(f"{path}: declares {declared} bytes, beyond the {cap_text(cap)} cap "
+                              f"for a decompressed .gz file")
+    handle.seek(0)
+
+
+def _gunzip_into(path: Path, cap: int, sink) -> None:
+    with open_regular(path, None, ".gz file") as handle:
+        _gz_declared(handle, path, cap)
+        with gzip.GzipFile(fileobj=handle, mode="rb") as stream:
+            capped = _CappedStream(stream, cap, str(path), ".gz content")
+            while True:
+                block = capped.read(_CHUNK)
+                if not block:
+                    return
+                sink.write(block)
 
 
 def gunzip_file(path: str | Path, cap: int | None = None) -> bytes:
     """The decompressed bytes of a ``.gz`` file, refused beyond ``cap`` (default `MAX_INFLATED_BYTES`)."""
     path = Path(path)
     cap = MAX_INFLATED_BYTES if cap is None else cap
+    buffer = io.BytesIO()
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, 2)
-            if handle.tell() >= 4:  # the gzip trailer declares the size (mod 2**32)
-                handle.seek(-4, 2)
-                declared = int.from_bytes(handle.read(4), "little")
-                if declared > cap:
-                    raise EEGKitError(f"{path}: declares {declared} bytes, beyond the {cap_text(cap)} cap "
-                                      f"for a decompressed .gz file")
-        with gzip.open(path, "rb") as stream:
-            return _read_all(stream, cap, str(path), ".gz content")
+        _gunzip_into(path, cap, buffer)
     except EEGKitError:
         raise
+    except MemoryError:
+        raise out_of_memory(str(path)) from None
     except (OSError, EOFError, zlib.error) as error:
         raise EEGKitError(f"{path}: not a readable .gz file ({type(error).__name__}: {error})") from None
+    return buffer.getvalue()
+
+
+def open_gunzipped(path: str | Path, cap: int | None = None) -> BinaryIO:
+    """The decompressed content of a ``.gz`` file as a seekable binary file (capped like `gunzip_file`).
+
+    Held in memory up to 64 MiB, then in an anonymous temporary file, so that a caller that parses it
+    (an ``.npz.gz`` stimulus: `NpzReader`) holds only what it parses in memory. Close it when done.
+    """
+    path = Path(path)
+    cap = MAX_INFLATED_BYTES if cap is None else cap
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)
+    try:
+        _gunzip_into(path, cap, spool)
+        spool.seek(0)
+        return spool
+    except BaseException as error:
+        spool.close()
+        if isinstance(error, EEGKitError):
+            raise
+        if isinstance(error, MemoryError):
+            raise out_of_memory(str(path)) from None
+        if isinstance(error, (OSError, EOFError, zlib.error)):
+            raise EEGKitError(f"{path}: not a readable .gz file ({type(error).__name__}: {error})") from None
+        raise
 
 
 def read_zip_member(archive: zipfile.ZipFile, name: str, where: str, cap: int | None = None) -> bytes:
-    """One member's bytes; refused when its declared or actual size passes ``cap`` (default JSON cap)."""
+    """One member's bytes; refused when its declared or actual size passes ``cap`` (default JSON cap),
+    and when it is encrypted or compressed with another method than stored or deflated."""
     cap = MAX_JSON_BYTES if cap is None else cap
     info = archive.getinfo(name)
+    check_zip_member(info, where)
     if info.file_size > cap:
         raise EEGKitError(f"{where}: declares {info.file_size} bytes, beyond the {cap_text(cap)} cap for a zip member")
     try:
@@ -247,21 +460,88 @@ def read_zip_member(archive: zipfile.ZipFile, name: str, where: str, cap: int | 
         raise EEGKitError(f"{where}: unreadable zip member ({type(error).__name__}: {error})") from None
 
 
+# --------------------------------------------------------------------------- .npy headers (also used by util.npy)
+def parse_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the ``.npy`` header at the stream's position (ValueError if bad).
+
+    The kit's one ``.npy`` header parser (`util.npy.read_npy_header` and `NpzReader` use it); the
+    shape is as written: check it with `array_nbytes` before allocating anything.
+    """
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(stream)
+    if version in ((2, 0), (3, 0)):
+        return np.lib.format.read_array_header_2_0(stream)
+    raise ValueError(f"unsupported .npy version {version}")
+
+
+def array_nbytes(shape: tuple, dtype: np.dtype, where: str, cap: int | None = None, what: str = "array") -> int:
+    """Bytes of a ``shape`` x ``dtype`` array as its header declares it, in exact integers.
+
+    Refused with one line naming ``where``: a negative or non-integer dimension, and (``cap`` given)
+    a size beyond ``cap``; so ``(2**70,)`` or ``(2**63, 64)`` is refused before anything is allocated
+    or any int64 product can wrap around.
+    """
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        raise EEGKitError(f"{where}: invalid shape {shape!r} in the .npy header")
+    if any(n < 0 for n in shape):
+        raise EEGKitError(f"{where}: negative dimension in the .npy header (shape {shape})")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if cap is not None and nbytes > cap:
+        raise EEGKitError(f"{where}: declares a {_shape_text(shape)} {dtype} {what} ({nbytes} bytes), beyond the "
+                          f"{cap_text(cap)} cap")
+    return nbytes
+
+
+def _shape_text(shape: tuple) -> str:
+    text = str(shape)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def read_array_into(stream, shape: tuple, dtype: np.dtype, fortran: bool, nbytes: int, where: str) -> np.ndarray:
+    """Read ``nbytes`` of ``stream`` straight into a new array (no second copy); refused when truncated."""
+    try:
+        array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    except MemoryError:
+        raise out_of_memory(where, nbytes) from None
+    if nbytes == 0:
+        return array
+    view = memoryview(array.reshape(-1, order="A").view(np.uint8))  # the array's own bytes, in memory order
+    got = 0
+    while got < nbytes:
+        n = stream.readinto(view[got:min(nbytes, got + _CHUNK)])
+        if not n:
+            break
+        got += n
+    if got != nbytes:
+        raise EEGKitError(f"{where}: truncated (has {got} of {nbytes} bytes)")
+    return array
+
+
 class NpzReader:
     """An ``.npz`` read member by member without pickle, each member capped (declared and streamed).
 
-    ``NpzReader(path_or_bytes, where)``; ``.files`` lists the keys (without ``.npy``);
+    ``NpzReader(path_or_bytes_or_file, where)``; ``.files`` lists the keys (without ``.npy``);
     ``reader[key]`` returns the array (refusing object arrays with one line). Use as a context manager.
+    A path is opened by `open_regular` (no FIFO, no device); a member name given twice (also ``x``
+    beside ``x.npy``), an encrypted member, a compression method other than stored/deflated and a
+    header whose shape is negative or too large are refused; so is reading more than
+    `MAX_ZIP_TOTAL_BYTES` from one archive in all.
     """
 
-    def __init__(self, source: str | Path | bytes, where: str | None = None, cap: int | None = None):
+    def __init__(self, source: str | Path | bytes | BinaryIO, where: str | None = None, cap: int | None = None):
         self.where = str(where if where is not None else source)
         self.cap = MAX_INFLATED_BYTES if cap is None else cap
-        try:
-            self._zip = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-            raise EEGKitError(f"{self.where}: not a readable .npz file ({type(error).__name__}: {error})") from None
-        self._members = {name[:-4] if name.endswith(".npy") else name: name for name in self._zip.namelist()}
+        self._total = 0
+        self._zip = open_zip(source, self.where, what=".npz file")
+        self._members: dict[str, str] = {}
+        for name in self._zip.namelist():
+            key = name[:-4] if name.endswith(".npy") else name
+            if key in self._members:
+                self._zip.close()
+                raise EEGKitError(f"{self.where}: entry {key!r} appears twice ({self._members[key]!r} and {name!r}); "
+                                  f"which one counts?")
+            self._members[key] = name
         self.files = list(self._members)
 
     def __enter__(self) -> "NpzReader":
@@ -281,6 +561,7 @@ class NpzReader:
         if key not in self._members:
             raise EEGKitError(f"{self.where}: no entry {key!r} (has {', '.join(self.files[:8]) or 'none'})")
         info = self._zip.getinfo(self._members[key])
+        check_zip_member(info, where)
         if info.file_size > self.cap:
             raise EEGKitError(f"{where}: declares {info.file_size} bytes, beyond the {cap_text(self.cap)} cap "
                               f"for an .npz member")
@@ -291,38 +572,59 @@ class NpzReader:
                 dtype = np.dtype(dtype)
                 if dtype.hasobject:
                     raise EEGKitError(f"{where}: is an object array (not loadable without pickle; expected numbers)")
-                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-                if nbytes > self.cap:
-                    raise EEGKitError(f"{where}: declares a {shape} {dtype} array ({nbytes} bytes), beyond the "
-                                      f"{cap_text(self.cap)} cap for an .npz member")
-                data = _read_exact(stream, nbytes)
+                nbytes = array_nbytes(shape, dtype, where, self.cap, "array for an .npz member")
+                if self._total + nbytes > MAX_ZIP_TOTAL_BYTES:
+                    raise EEGKitError(f"{self.where}: its members hold more than {cap_text(MAX_ZIP_TOTAL_BYTES)} "
+                                      f"together, beyond the cap for one .npz")
+                array = read_array_into(stream, shape, dtype, fortran, nbytes, where)
         except EEGKitError:
             raise
-        except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as error:
+        except MemoryError:
+            raise out_of_memory(where) from None
+        except (ValueError, TypeError, OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error,
+                NotImplementedError, RuntimeError) as error:
             raise EEGKitError(f"{where}: unreadable array ({type(error).__name__}: {error})") from None
-        if len(data) != nbytes:
-            raise EEGKitError(f"{where}: truncated (has {len(data)} of {nbytes} bytes)")
-        return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
-
-
-def _read_exact(stream, nbytes: int) -> bytes:
-    parts, got = [], 0
-    while got < nbytes:
-        block = stream.read(min(_CHUNK, nbytes - got))
-        if not block:
-            break
-        parts.append(block)
-        got += len(block)
-    return b"".join(parts)
+        self._total += nbytes
+        return array
 
 
 # --------------------------------------------------------------------------- JSON
+def _strict_object(where: str):
+    def build(pairs: list) -> dict:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise EEGKitError(f"{where}: key {_short(key)!r} appears twice in one JSON object "
+                                      f"(which value counts?)")
+                seen.add(key)
+        return obj
+    return build
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _bounded_int(where: str):
+    def parse(text: str) -> int:
+        digits = len(text) - (text[0] == "-")
+        if digits > MAX_JSON_INT_DIGITS or not -(1 << 63) <= int(text) < (1 << 63):
+            raise EEGKitError(f"{where}: integer {_short(text, 24)} ({digits} digits) is beyond the 64-bit range")
+        return int(text)
+    return parse
+
+
 def parse_json(data: bytes | str, where: str) -> Any:
-    """Parse JSON text; one line naming ``where`` for malformed text, bad UTF-8 or too deep nesting."""
+    """Parse JSON text strictly; one line naming ``where`` for malformed text, bad UTF-8, too deep
+    nesting, a key given twice in one object and an integer beyond the 64-bit range."""
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=_strict_object(where), parse_int=_bounded_int(where))
     except RecursionError:
         raise EEGKitError(f"{where}: JSON nested too deeply to read") from None
+    except MemoryError:
+        raise out_of_memory(where, len(data)) from None
     except UnicodeDecodeError as error:
         raise EEGKitError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except json.JSONDecodeError as error:
@@ -332,17 +634,14 @@ def parse_json(data: bytes | str, where: str) -> Any:
 
 
 def read_json(path: str | Path, cap: int | None = None) -> Any:
-    """Read and parse a JSON file (refused beyond ``cap``, default `MAX_JSON_BYTES`)."""
+    """Read and parse a JSON file strictly (`parse_json`): a regular file (`open_regular`: no FIFO, no
+    device), refused beyond ``cap`` (default `MAX_JSON_BYTES`) before and while it is read."""
     path = Path(path)
     cap = MAX_JSON_BYTES if cap is None else cap
-    if not path.is_file():
-        raise EEGKitError(f"{path}: file not found")
-    size = path.stat().st_size
-    if size > cap:
-        raise EEGKitError(f"{path}: {size} bytes, beyond the {cap_text(cap)} cap for a JSON file")
-    if size == 0:
+    data = read_regular(path, cap, "JSON file")
+    if not data:
         raise EEGKitError(f"{path}: empty file (expected JSON)")
-    return parse_json(path.read_bytes(), str(path))
+    return parse_json(data, str(path))
 
 
 _NUMBER_TYPES = {int, float}

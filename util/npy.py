@@ -2,6 +2,12 @@
 
 `read_npy_header(path) -> NpyFile` reads only the header; `NpyFile.read_rows` reads a row range
 without loading (or memory-mapping) the file, so RAM use does not grow with the dataset.
+`load_npy(path)` reads a whole array (no pickle) under `util.inputs.MAX_ARRAY_BYTES`.
+
+Every open goes through `util.inputs.open_regular` (a FIFO or a device such as ``/dev/zero`` is
+refused with one line, never read), the header's shape is checked in exact integers before
+anything is allocated (negative or overflowing dimensions are refused), and the data the header
+promises must be in the file.
 """
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from util.errors import EEGKitError
+from util.inputs import array_nbytes, open_regular, out_of_memory, parse_header, read_array_into
+
+__all__ = ["NpyFile", "read_npy_header", "load_npy", "parse_header"]
 
 _CHUNK_BYTES = 8 * 1024 * 1024  # bytes read per chunk for statistics
 
@@ -42,17 +51,18 @@ class NpyFile:
         """Rows ``[start, start+length)`` as float32 ``(length, n_cols)``; nothing stays resident."""
         if start < 0 or length < 0 or start + length > self.n_rows:
             raise EEGKitError(f"{self.path}: rows {start}..{start + length} out of range (file has {self.n_rows})")
-        if self.fortran_order:
-            mapped = np.load(self.path, mmap_mode="r")
-            out = np.array(mapped[start:start + length], dtype=np.float32).reshape(length, self.n_cols)
-            del mapped
-            return out
-        nbytes = length * self.row_bytes
-        fd = os.open(self.path, os.O_RDONLY)
         try:
-            buf = os.pread(fd, nbytes, self.offset + start * self.row_bytes)
-        finally:
-            os.close(fd)
+            with open_regular(self.path, None, ".npy file") as handle:
+                if self.fortran_order:  # columns are contiguous: map the file, copy the rows out
+                    mapped = np.memmap(handle, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
+                                       order="F")
+                    out = np.array(mapped[start:start + length], dtype=np.float32).reshape(length, self.n_cols)
+                    del mapped
+                    return out
+                nbytes = length * self.row_bytes
+                buf = os.pread(handle.fileno(), nbytes, self.offset + start * self.row_bytes)
+        except MemoryError:
+            raise out_of_memory(str(self.path), length * self.row_bytes) from None
         if len(buf) != nbytes:
             raise EEGKitError(f"{self.path}: truncated .npy (expected {nbytes} bytes at row {start}, got {len(buf)})")
         return np.frombuffer(buf, dtype=self.dtype).reshape(length, self.n_cols).astype(np.float32)
@@ -65,37 +75,64 @@ class NpyFile:
             yield self.read_rows(chunk_start, n).astype(np.float64)
 
 
-def parse_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """``(shape, fortran_order, dtype)`` from the ``.npy`` header at the stream's position (ValueError if bad)."""
-    version = np.lib.format.read_magic(stream)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(stream)
-    if version in ((2, 0), (3, 0)):
-        return np.lib.format.read_array_header_2_0(stream)
-    raise ValueError(f"unsupported .npy version {version}")
+def _open_npy(path: Path, max_bytes: int | None, handle_fn, unreadable: str = "unreadable .npy file"):
+    """Open ``path`` (`open_regular`), parse its header and call ``handle_fn(handle, shape, fortran, dtype,
+    offset, size)`` while it is open; one line naming the file for a corrupt header (``unreadable (why)``)."""
+    with open_regular(path, max_bytes, ".npy file") as handle:
+        try:
+            shape, fortran_order, dtype = parse_header(handle)
+            dtype = np.dtype(dtype)
+        except (ValueError, OSError, SyntaxError, EOFError, TypeError) as exc:
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise EEGKitError(f"{path}: {unreadable} ({why})") from None
+        offset = handle.tell()
+        size = os.fstat(handle.fileno()).st_size
+        return handle_fn(handle, shape, bool(fortran_order), dtype, offset, size)
+
+
+def _check_complete(path: Path, shape: tuple, dtype: np.dtype, offset: int, size: int, cap: int | None,
+                    truncated: str = "truncated .npy file ({size} bytes, header promises {need})") -> int:
+    nbytes = array_nbytes(shape, dtype, str(path), cap)
+    if size < offset + nbytes:
+        raise EEGKitError(f"{path}: " + truncated.format(size=size, need=offset + nbytes))
+    return nbytes
 
 
 def read_npy_header(path: Path) -> NpyFile:
-    """Parse the header of ``path``; EEGKitError if it is missing, corrupt or truncated."""
+    """Parse the header of ``path``; EEGKitError if it is missing, not a regular file, corrupt or truncated."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            shape, fortran_order, dtype = parse_header(f)
-            offset = f.tell()
-    except FileNotFoundError:
-        raise EEGKitError(f"{path}: file not found") from None
-    except (ValueError, OSError, SyntaxError, EOFError) as exc:
-        raise EEGKitError(f"{path}: unreadable .npy file ({exc})") from None
-    dtype = np.dtype(dtype)
-    if dtype.kind == "c":
-        raise EEGKitError(f"{path}: holds complex numbers (dtype {dtype}), expected real values")
-    if dtype.hasobject or dtype.kind not in "fiu":
-        raise EEGKitError(f"{path}: unsupported dtype {dtype} (expected a numeric array)")
-    if len(shape) not in (1, 2):
-        raise EEGKitError(f"{path}: expected a 1-D or 2-D array, found shape {shape}")
-    npy = NpyFile(path, tuple(int(s) for s in shape), dtype, bool(fortran_order), int(offset))
-    expected = offset + int(np.prod(shape)) * dtype.itemsize
-    actual = path.stat().st_size
-    if actual < expected:
-        raise EEGKitError(f"{path}: truncated .npy file ({actual} bytes, header promises {expected})")
-    return npy
+
+    def header(handle, shape, fortran_order, dtype, offset, size):
+        if dtype.kind == "c":
+            raise EEGKitError(f"{path}: holds complex numbers (dtype {dtype}), expected real values")
+        if dtype.hasobject or dtype.kind not in "fiu":
+            raise EEGKitError(f"{path}: unsupported dtype {dtype} (expected a numeric array)")
+        if len(shape) not in (1, 2):
+            raise EEGKitError(f"{path}: expected a 1-D or 2-D array, found shape {shape}")
+        _check_complete(path, shape, dtype, offset, size, None)
+        return NpyFile(path, tuple(int(s) for s in shape), dtype, fortran_order, int(offset))
+
+    return _open_npy(path, None, header)
+
+
+def load_npy(path: str | Path, cap: int | None = None) -> np.ndarray:
+    """The whole array of an ``.npy`` file, without pickle (object arrays refused), read into one buffer.
+
+    Refused with one line naming the file: not a regular file, more than ``cap`` bytes (default
+    `util.inputs.MAX_ARRAY_BYTES`) on disk or declared by the header, a negative or overflowing shape,
+    and a file shorter than its header promises. Content checks (dtype, shape, finite) are the
+    caller's (`util.inputs.check_array`).
+    """
+    from util import inputs
+
+    path = Path(path)
+    cap = inputs.MAX_ARRAY_BYTES if cap is None else cap
+
+    def load(handle, shape, fortran_order, dtype, offset, size):
+        if dtype.hasobject:
+            raise EEGKitError(f"{path}: not a readable .npy array (an object array; pickle is never used)")
+        nbytes = _check_complete(path, shape, dtype, offset, size, cap, 
+                                 "not a readable .npy array (truncated: {size} bytes, the header promises {need})")
+        return read_array_into(handle, shape, dtype, fortran_order, nbytes, str(path))
+
+    return _open_npy(path, cap + (1 << 20), load, "not a readable .npy array")
