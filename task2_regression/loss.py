@@ -10,6 +10,13 @@ band over time, averaged) and KL is KL(target || prediction) of the softmax over
 the 10 mel bands per frame, on the `mel` target only. The terms come from
 `util.losses`.
 
+``variant`` (config ``loss.variant``) picks the constants of two terms:
+- ``kit`` (default): r = cov / max(norm, 1e-8); KL summed over the bands, averaged over frames;
+- ``published``: the CAT-WaveNet authors' loss (``../shared/reference/published_models.md`` 1.7):
+  r = cov / (norm + 1e-6) (sums, not means), KL ``reduction='mean'`` over batch x time x bands
+  (a tenth of the kit's for 10 bands). With weights pearson 1, l1 0.2, kl 1 this is their
+  ``l_p + 0.2 l_1 + l_k``.
+
 Models may return fewer frames than the target (e.g. a valid-padded linear
 conv returns T - 15 frames); output frame i is aligned with target frame i, so
 the first `time_out` target frames are compared.
@@ -21,6 +28,10 @@ from typing import Mapping
 import torch
 
 from util import losses
+
+
+# loss.variant -> (Pearson eps, util.metrics.pearson_torch eps_mode, util.losses.kl_mel_loss reduction)
+VARIANTS = {"kit": (1e-8, "clamp", "frame"), "published": (1e-6, "add", "element")}
 
 
 def align(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,13 +46,19 @@ class MultiTargetLoss:
     Args:
         pearson, l1, kl: weights of the three term families (config `loss:` section).
         kl_target: the target the KL term is computed on (the 10-band mel).
+        variant: ``kit`` or ``published`` (the constants of the Pearson and KL terms; module docstring).
     """
 
-    def __init__(self, pearson: float = 1.0, l1: float = 0.0, kl: float = 0.0, kl_target: str = "mel"):
+    def __init__(self, pearson: float = 1.0, l1: float = 0.0, kl: float = 0.0, kl_target: str = "mel",
+                 variant: str = "kit"):
+        if variant not in VARIANTS:
+            raise ValueError(f"MultiTargetLoss: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.pearson = float(pearson)
         self.l1 = float(l1)
         self.kl = float(kl)
         self.kl_target = kl_target
+        self.variant = variant
+        self.pearson_eps, self.pearson_eps_mode, self.kl_reduction = VARIANTS[variant]
 
     @classmethod
     def from_config(cls, loss_cfg: Mapping | None) -> "MultiTargetLoss":
@@ -50,6 +67,7 @@ class MultiTargetLoss:
             pearson=float(loss_cfg.get("pearson", 1.0)),
             l1=float(loss_cfg.get("l1", 0.0)),
             kl=float(loss_cfg.get("kl", 0.0)),
+            variant=str(loss_cfg.get("variant", "kit")),
         )
 
     def __call__(
@@ -70,7 +88,7 @@ class MultiTargetLoss:
             pred_a, target_a = align(pred, batch[name])  # (batch, time_out, bands) each
             parts = []
             if self.pearson != 0.0:
-                neg_pearson = losses.neg_pearson_loss(pred_a, target_a)
+                neg_pearson = losses.neg_pearson_loss(pred_a, target_a, self.pearson_eps, self.pearson_eps_mode)
                 terms[f"np_{name}"] = float(neg_pearson.detach())
                 parts.append(self.pearson * neg_pearson)
             if self.l1 != 0.0:
@@ -78,7 +96,7 @@ class MultiTargetLoss:
                 terms[f"l1_{name}"] = float(l1_term.detach())
                 parts.append(self.l1 * l1_term)
             if self.kl != 0.0 and name == self.kl_target:
-                kl_term = losses.kl_mel_loss(pred_a, target_a)
+                kl_term = losses.kl_mel_loss(pred_a, target_a, self.kl_reduction)
                 terms[f"kl_{name}"] = float(kl_term.detach())
                 parts.append(self.kl * kl_term)
             for part in parts:

@@ -17,6 +17,21 @@ the stimulus feature that belongs to a (split, subject, stimulus) recording
 starts at: train 0, val len(train eeg), test len(train eeg) + len(val eeg)
 (``task2_regression.data.split_offsets_of``). ``task2_regression.data.load_recordings`` uses them and
 then cuts everything to a common length.
+
+The stimulus audio itself, for the published recipe (``data.audio_targets: mixed``: mel80/mag computed
+from the MIXED audio of each training batch), is the feature ``audio``: the audio resampled to
+16 kHz, cut to whole 64-Hz frames and stored as rows of 250 samples, so that frame i of every
+64-Hz feature and row i of ``audio`` cover the same time and the split offsets, windows and
+common lengths of ``task2_regression.data`` apply to it unchanged::
+
+    <cache_dir>/{stimulus}_-_audio.npy      # (T_stimulus, 250) float32, 16 kHz
+
+`spectral_targets` computes mel80/mag in torch from a batch of such windows (flattened to
+``(batch, frames * 250)``): each window zero-padded by 250 samples on each side, n_fft 512, a
+periodic 400-sample Hann window centred in the 512-sample frame (56 zeros each side), hop 250, no
+centring, one-sided; ``mag`` = power (257 bins), ``mel80`` = ``mag`` through
+``util.features.mel_filterbank`` (80 HTK-scale filters 0-8 kHz, Slaney area norm), i.e. the same
+definition as ``util.features.mel80`` / ``magnitude``, one output frame per input frame.
 """
 from __future__ import annotations
 
@@ -28,6 +43,12 @@ from util.npy import read_npy_header
 
 AUDIO_SUFFIXES = (".npz.gz", ".wav", ".npz")
 TARGET_NAMES = ("mel80", "mag")
+AUDIO_FEATURE = "audio"  # the 16-kHz stimulus audio as rows of AUDIO_HOP samples (one row per 64-Hz frame)
+AUDIO_FS = 16000
+AUDIO_HOP = 250  # 16 kHz / 64 Hz
+N_FFT, WIN_LENGTH = 512, 400
+STIMULUS_FEATURES = TARGET_NAMES + (AUDIO_FEATURE,)  # the features computed from the stimulus audio
+WIDTHS = {"mel80": 80, "mag": 257, AUDIO_FEATURE: AUDIO_HOP}  # columns of each cached feature
 CACHE_SEP = "_-_"  # cache files are named like split_data files: {stimulus}_-_{target}.npy
 log = logging.getLogger(__name__)
 
@@ -84,8 +105,63 @@ def compute_targets(audio_path: Path, names=TARGET_NAMES) -> dict:
     from util import features
 
     audio, fs = features.load_audio(audio_path)
-    functions = {"mel80": features.mel80, "mag": features.magnitude}
+    functions = {"mel80": features.mel80, "mag": features.magnitude, AUDIO_FEATURE: audio_rows}
     return {name: functions[name](audio, fs) for name in names}
+
+
+def audio_rows(audio, fs: float):
+    """The audio resampled to 16 kHz as ``(frames, 250)`` float32 rows (the tail short of a frame dropped)."""
+    import numpy as np
+
+    from util import features
+
+    audio16 = features.resample(np.asarray(audio, dtype=np.float64).reshape(-1), fs, AUDIO_FS)
+    frames = audio16.size // AUDIO_HOP
+    return audio16[: frames * AUDIO_HOP].reshape(frames, AUDIO_HOP).astype(np.float32)
+
+
+_SPECTRAL_CONSTANTS: dict = {}
+
+
+def _spectral_constants(device, dtype):
+    """(window (512,), mel80 filterbank (80, 257)) as tensors on ``device``, built once each."""
+    import torch
+
+    from util.features import mel_filterbank
+
+    key = (str(device), dtype)
+    if key not in _SPECTRAL_CONSTANTS:
+        window = torch.zeros(N_FFT, dtype=torch.float64)
+        offset = (N_FFT - WIN_LENGTH) // 2  # 56: the Hann window sits in the middle of the frame
+        window[offset:offset + WIN_LENGTH] = torch.hann_window(WIN_LENGTH, periodic=True, dtype=torch.float64)
+        fbank = torch.from_numpy(mel_filterbank(AUDIO_FS, N_FFT, 80, 0.0, 8000.0, scale="htk", norm="slaney"))
+        _SPECTRAL_CONSTANTS[key] = (window.to(device, dtype), fbank.to(device, dtype))
+    return _SPECTRAL_CONSTANTS[key]
+
+
+def spectral_targets(audio, names=TARGET_NAMES) -> dict:
+    """``{name: (batch, frames, bands)}`` for ``mel80``/``mag`` from 16-kHz audio ``(batch, frames * 250)``.
+
+    Each window is zero-padded by 250 samples on each side and framed without centring (module
+    docstring), so ``frames * 250`` samples give ``frames`` output frames, frame i centred on sample
+    ``250 i``: e.g. 30 s = 480000 samples -> 1920 frames. Computed in the audio's dtype and device.
+    """
+    import torch
+
+    unknown = [name for name in names if name not in TARGET_NAMES]
+    if unknown:
+        raise ValueError(f"spectral_targets: unknown targets {unknown} (known: {list(TARGET_NAMES)})")
+    if audio.dim() != 2 or audio.shape[1] % AUDIO_HOP:
+        raise ValueError(f"spectral_targets: expected audio (batch, frames * {AUDIO_HOP}), got {tuple(audio.shape)}")
+    window, fbank = _spectral_constants(audio.device, audio.dtype)
+    padded = torch.nn.functional.pad(audio, (AUDIO_HOP, AUDIO_HOP))  # (batch, samples + 500)
+    frames = padded.unfold(-1, N_FFT, AUDIO_HOP)  # (batch, frames, 512)
+    spectrum = torch.fft.rfft(frames * window, dim=-1)  # (batch, frames, 257)
+    power = spectrum.real.square() + spectrum.imag.square()  # (batch, frames, 257)
+    out = {}
+    for name in names:
+        out[name] = power if name == "mag" else power @ fbank.T  # (batch, frames, 257 | 80)
+    return out
 
 
 def _cache_ok(path: Path, name: str, audio_path: Path) -> bool:
@@ -93,8 +169,6 @@ def _cache_ok(path: Path, name: str, audio_path: Path) -> bool:
 
     A truncated or damaged cache file (an interrupted copy, a full disk) is rebuilt, not read.
     """
-    from util.features import BANDS
-
     if not path.is_file() or path.stat().st_mtime < audio_path.stat().st_mtime:
         return False
     try:
@@ -102,7 +176,7 @@ def _cache_ok(path: Path, name: str, audio_path: Path) -> bool:
     except EEGKitError as error:
         log.warning("rebuilding damaged cache file (%s)", error)
         return False
-    if len(npy.shape) != 2 or npy.n_cols != BANDS[name] or npy.n_rows == 0 or npy.dtype.kind != "f":
+    if len(npy.shape) != 2 or npy.n_cols != WIDTHS[name] or npy.n_rows == 0 or npy.dtype.kind != "f":
         log.warning("rebuilding cache file %s of shape %s", path, npy.shape)
         return False
     return True

@@ -79,8 +79,9 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
     data, train = cfg["data"], cfg["train"]
     if data["sampling"] not in ("fixed", "random"):
         raise EEGKitError(f"config: data.sampling must be fixed or random, got {data['sampling']!r}")
-    if data["normalize"] not in ("recording", "window"):
-        raise EEGKitError(f"config: data.normalize must be recording or window, got {data['normalize']!r}")
+    if data["normalize"] not in ("recording", "window", "window_unbiased"):
+        raise EEGKitError(f"config: data.normalize must be recording, window or window_unbiased, "
+                          f"got {data['normalize']!r}")
     if int(train["mixup"]) not in (0, 1, 2):
         raise EEGKitError(f"config: train.mixup must be 0, 1 or 2, got {train['mixup']!r}")
     if train["select_on"] not in SELECT_ON:
@@ -136,6 +137,9 @@ def _check_subjects(cfg: dict, groups: dict, data_dir) -> None:
 def training_subjects(groups: dict) -> list[str]:
     """Sorted subjects that have a train part in a `task2_regression.data.discover` result."""
     return sorted({key[1] for key in groups if key[0] == "train"})
+    from task2_regression.mixing import check_config as check_mixing
+
+    check_mixing(cfg)
 
 
 def used_subjects(cfg: dict, groups: dict) -> list[str]:
@@ -165,6 +169,7 @@ def choose_holdout(spec: str, subjects: Sequence[str], seed: int) -> list[str]:
     return sorted(set(names))
 
 
+    from task2_regression.mixing import loaded_features
 # --------------------------------------------------------------------------- data
 def _windows_dataset(recordings, cfg: dict, features: Sequence[str], kind: str, seed: int):
     from util import windowing
@@ -190,7 +195,7 @@ def load_split(cfg: dict, data_dir: Path, split: str, cache_dir: Path | None = N
 
     from task2_regression.predict import model_channels
 
-    features = ("eeg",) + tuple(cfg["targets"])
+    features = loaded_features(cfg)  # eeg + targets (the 16-kHz audio in place of mel80/mag: audio_targets mixed)
     audio = cfg["data"].get("stimulus_audio_dir")
     from task2_regression.data import discover, resolve_split_dir
 
@@ -306,6 +311,7 @@ def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: floa
     extra = {"epoch": 0, "best_val": val_score, "kind": "closed_form"}
     training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra, task=TASK)
     training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra, task=TASK)
+    from task2_regression.mixing import loaded_features
     training.CSVLogger(out_dir / "log.csv", resume=False).log(
         {"epoch": 0, "val_pearson": val_score, "val_noise_eeg": val_noise, "val_above_noise": val_score - val_noise,
          "alpha": float(model.alpha), "time_s": round(seconds, 2)})
@@ -314,22 +320,21 @@ def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: floa
 
 # --------------------------------------------------------------------------- training
 def make_step(cfg: dict, info) -> Callable:
-    """``step(model, batch, epoch) -> (loss, terms)``: cross-subject mixup, then the combined loss."""
+    """``step(model, batch, epoch) -> (loss, terms)``: the batch transform of `task2_regression.mixing`
+    (mixup, mel80/mag from the mixed audio, z-score after mixing, as the config says), then the combined loss."""
     from task2_regression.loss import MultiTargetLoss
-    from util.mixup import cross_subject_mixup
+    from task2_regression.mixing import make_batch_transform
 
-    keys = ["eeg"] + list(cfg["targets"])
+    transform = make_batch_transform(cfg, info.device)
     loss_fn = MultiTargetLoss.from_config(cfg["loss"])
     seed, mixup_times = int(cfg["train"]["seed"]), int(cfg["train"]["mixup"])
     generators: dict[int, torch.Generator] = {}
 
     def step(model, batch, epoch):
-        if mixup_times:
-            if epoch not in generators:
-                generators.clear()
-                generators[epoch] = torch.Generator().manual_seed(seed * 100003 + epoch * 1009 + info.rank)
-            batch = cross_subject_mixup(batch, keys, times=mixup_times, generator=generators[epoch])
-        batch = _to_device(batch, keys, info.device)
+        if mixup_times and epoch not in generators:
+            generators.clear()
+            generators[epoch] = torch.Generator().manual_seed(seed * 100003 + epoch * 1009 + info.rank)
+        batch = transform(batch, generators.get(epoch))  # {eeg, target: (batch', time, C)} on the device
         return loss_fn(model(batch["eeg"]), batch)  # outputs {target: (batch, time_out, bands)}
 
     return step
@@ -403,7 +408,7 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
         seed = int(cfg["train"]["seed"])
         check_windows(train_recs, cfg, "train", data_dir)  # ridge streams whole recordings; windows only here
         check_windows(val_recs, cfg, "val", data_dir)
-        train_set = _windows_dataset(train_recs, cfg, ["eeg"] + targets, "train", seed)
+        train_set = _windows_dataset(train_recs, cfg, list(loaded_features(cfg)), "train", seed)
         val_set = _windows_dataset(val_recs, cfg, ["eeg", target], "val", seed)
         score = lambda model, dataset, rank_info: validation_scores(model, dataset, target, rank_info, seed)  # noqa: E731
         monitor = SELECT_ON[cfg["train"]["select_on"]]
@@ -476,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: DATA/stimuli when present; without audio those targets are dropped)")
     parser.add_argument("--average-checkpoints", action="store_true",
                         help="keep periodic checkpoints (train.checkpoint_every, default every epoch) and write "
-                             "OUT/averaged.pt = uniform average of them")
+                             "OUT/averaged.pt = uniform average of them, key by key (same as "
+                             "train.average_checkpoints=true)")
     parser.add_argument("--cache-dir", default=None,
                         help="cache folder for mel80/mag targets (default: DATA/derivatives/stimulus_targets)")
     parser.add_argument("--holdout-subjects", default=None, metavar="LIST|N",

@@ -13,6 +13,14 @@ i + B//2. With an odd batch size one example is left unmixed. ``times=2``
 applies the procedure twice (each example then mixes up to 4 windows).
 Non-mixed keys (``subject``, ``recording``) keep their values; the
 ``subject`` label of an example is the one of its dominant-at-position source.
+
+``halving_mixup`` is the published CAT-WaveNet's variant (``../shared/reference/published_models.md``
+1.7): the batch of B is split into its first and second halves, one ``lam ~ U(0, 1)`` per pair
+(i, i + B//2), and the batch is REPLACED by ``lam * first + (1 - lam) * second``, so it halves on
+every pass (24 windows -> 12 -> 6 with ``times=2``, each a mix of 4). The batch order is the
+trainer's random permutation, so subjects are not steered apart. With an odd B the last example
+is dropped; a batch of one passes through unmixed. Every other tensor with B rows (``subject``,
+``recording``, ``index``) keeps the rows of the first half.
 """
 from __future__ import annotations
 
@@ -68,4 +76,46 @@ def cross_subject_mixup(batch: dict, keys, times: int = 1, generator: torch.Gene
     for _ in range(times):
         batch, info = _mix_once(batch, keys, generator)
         infos.append(info)
+    return (batch, infos) if return_info else batch
+
+
+def _halve_once(batch: dict, keys, generator):
+    n = int(torch.as_tensor(batch[keys[0]]).shape[0])
+    half = n // 2
+    if half == 0:
+        return batch, None
+    lam = torch.rand(half, generator=generator)  # (pairs,)
+    out = {}
+    for key, value in batch.items():
+        if key in keys:
+            shape = (-1,) + (1,) * (value.dim() - 1)
+            lam_x = lam.to(value.device, value.dtype).reshape(shape)
+            out[key] = lam_x * value[:half] + (1 - lam_x) * value[half:2 * half]
+        elif torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == n:
+            out[key] = value[:half]
+        else:
+            out[key] = value
+    return out, {"half": half, "lam": lam}
+
+
+def halving_mixup(batch: dict, keys, times: int = 1, generator: torch.Generator | None = None,
+                  return_info: bool = False):
+    """The published mixup: ``batch[key]`` for every key in ``keys`` becomes ``lam * first half +
+    (1 - lam) * second half`` (one ``lam`` per pair, shared by all keys), ``times`` times; the batch
+    halves each time (module docstring). Returns the new batch, or ``(batch, infos)`` with one
+    ``{"half", "lam"}`` dict per application that mixed (none for a batch of one) if ``return_info``.
+    """
+    keys = tuple(keys)
+    if not keys:
+        raise ValueError("halving_mixup: no keys to mix")
+    if times < 0:
+        raise ValueError(f"times must be >= 0, got {times}")
+    sizes = {key: int(torch.as_tensor(batch[key]).shape[0]) for key in keys}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"halving_mixup: the mixed keys have different batch sizes {sizes}")
+    infos = []
+    for _ in range(times):
+        batch, info = _halve_once(batch, keys, generator)
+        if info is not None:
+            infos.append(info)
     return (batch, infos) if return_info else batch

@@ -8,7 +8,8 @@ the scheduler (StepLR every ``train.lr_step_epochs``, or halving on a plateau wi
 ``train.lr_decay_patience``), clipping, the non-finite guard, validation (after epoch 0, every
 ``train.val_every``-th epoch and the last; ``patience`` and ``lr_decay_patience`` count validations, and
 epochs without one log no scores), early stopping, resume with the random state, and the run folder (rank 0 only): config.yaml, best.pt, last.pt, checkpoints/epoch_XXXX.pt,
-averaged.pt, log.csv (epochs from 0, ``loss_<term>``, the scores, lr, time_s) and curves.png (re-drawn after the first
+averaged.pt (``average`` or ``train.average_checkpoints``: the uniform average of the periodic checkpoints, key by key,
+`util.training.average_checkpoints`), log.csv (epochs from 0, ``loss_<term>``, the scores, lr, time_s) and curves.png (re-drawn after the first
 epoch, then at most every ``PLOT_EVERY_S`` seconds, and after the last epoch).
 Batches are this rank's share of one seeded permutation per epoch, each with ``index`` (dataset
 indices); progress bars show on rank 0 when stderr is a terminal.
@@ -16,7 +17,7 @@ indices); progress bars show on rank 0 when stderr is a terminal.
 Precision (``train.precision: fp32 | bf16``): `set_precision` hooks the model so that its forward runs
 under bf16 autocast (CPU or CUDA) and its floating outputs come back as fp32; the loss, Pearson, SI-SDR
 (computed by the task outside the forward) and the fp32 parameters with Adam's state stay fp32. Adam is
-torch's fused kernel (`make_adam`) on CPU and CUDA. On CUDA the batch tensors are pinned and moved
+torch's fused kernel (`make_adam`, eps ``train.adam_eps``) on CPU and CUDA. On CUDA the batch tensors are pinned and moved
 with ``non_blocking`` before ``step`` sees them; the per-step loss terms are summed on the device
 (no host sync per step except the non-finite check).
 """
@@ -93,18 +94,20 @@ def set_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     return model
 
 
-def make_adam(parameters, lr: float, betas):
+def make_adam(parameters, lr: float, betas, eps: float = 1e-8):
     """Adam as one fused kernel per parameter (CPU and CUDA), the foreach one where fused is refused.
 
     The fused kernel reads each parameter, gradient and moment once per step; foreach on CPU is a C++ loop
+    ``eps`` is Adam's denominator term (torch's default 1e-8; ``train.adam_eps`` in a config).
+
     of ~10 elementwise passes per tensor. Same update as ``torch.optim.Adam``; it differs from the
     per-tensor loop by rounding only (tests/test_conv.py). The parameters' device picks the kernel.
     """
     parameters = list(parameters)
     try:
-        return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=True)
+        return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps, fused=True)
     except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-        return torch.optim.Adam(parameters, lr=lr, betas=betas, foreach=True)
+        return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps, foreach=True)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -229,7 +232,9 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
     torch.manual_seed(seed)  # ... but identical initial weights on every rank
     model = distributed.wrap_ddp(build(), info)
     core = set_precision(distributed.unwrap(model), precision)
-    optimizer = make_adam(core.parameters(), float(tcfg["lr"]), tuple(float(b) for b in tcfg["betas"]))
+    optimizer = make_adam(core.parameters(), float(tcfg["lr"]), tuple(float(b) for b in tcfg["betas"]),
+                          float(tcfg.get("adam_eps", 1e-8)))
+    average = average or bool(tcfg.get("average_checkpoints", False))
     scheduler = _scheduler(optimizer, tcfg)
     early = EarlyStopping(int(tcfg["patience"]), mode="max")
     start_epoch, epochs = 0, int(tcfg["epochs"])
