@@ -40,6 +40,8 @@ from util import distributed, trainer
 from util.errors import EEGKitError, run_cli
 from util.features import BANDS, FS_TASK2 as FS
 from util.outdir import check_out_dir
+from util.split_data import (apply_holdout, check_subjects, choose_holdout,  # noqa: F401
+                             training_subjects, used_subjects)
 from util.windowing import seconds_to_samples
 
 AUDIO_TARGETS = ("mel80", "mag")
@@ -107,69 +109,11 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
     cfg["targets"] = targets
     data["stimulus_audio_dir"] = str(audio_dir) if audio_dir else None
     if data["subjects"] or data["holdout_subjects"]:  # checked against the data's subjects
-        _check_subjects(cfg, groups if groups is not None else
+        check_subjects(cfg, groups if groups is not None else
                         split_data.discover(split_data.resolve_split_dir(data_dir)), data_dir)
     return cfg
 
 
-def _check_subjects(cfg: dict, groups: dict, data_dir) -> None:
-    """``data.subjects`` / ``data.holdout_subjects``: lists of training subjects of the data, disjoint."""
-    data = cfg["data"]
-    known = training_subjects(groups)
-    for key in ("subjects", "holdout_subjects"):
-        names = data[key]
-        if not all(isinstance(name, str) for name in names):
-            raise EEGKitError(f"config: data.{key} must be a list of subject names, got {names!r}")
-        if len(set(names)) != len(names):
-            raise EEGKitError(f"config: data.{key} lists a subject twice: {names}")
-        missing = [name for name in names if name not in known]
-        if missing:
-            raise EEGKitError(f"config: data.{key}: {', '.join(missing)} not among the training subjects of "
-                              f"{data_dir} ({', '.join(known)})")
-    both = sorted(set(data["subjects"]) & set(data["holdout_subjects"]))
-    if both:
-        raise EEGKitError(f"config: {', '.join(both)} in both data.subjects and data.holdout_subjects")
-    if not used_subjects(cfg, groups):
-        raise EEGKitError(f"config: data.holdout_subjects {data['holdout_subjects']} leaves no subject to train on "
-                          f"({len(known)} in {data_dir})")
-
-
-def training_subjects(groups: dict) -> list[str]:
-    """Sorted subjects that have a train part in a `task2_regression.data.discover` result."""
-    return sorted({key[1] for key in groups if key[0] == "train"})
-    from task2_regression.mixing import check_config as check_mixing
-
-    check_mixing(cfg)
-
-
-def used_subjects(cfg: dict, groups: dict) -> list[str]:
-    """The subjects a run trains and validates on: ``data.subjects`` (or all) minus ``data.holdout_subjects``."""
-    chosen = cfg["data"]["subjects"] or training_subjects(groups)
-    return [name for name in chosen if name not in set(cfg["data"]["holdout_subjects"])]
-
-
-def choose_holdout(spec: str, subjects: Sequence[str], seed: int) -> list[str]:
-    """``--holdout-subjects``: 'sub-002,sub-005' (those) or 'N' (N subjects drawn with ``seed``), sorted."""
-    text = str(spec).strip()
-    if text.isdigit():
-        count = int(text)
-        if not 0 < count < len(subjects):
-            raise EEGKitError(f"--holdout-subjects {spec}: need 1 to {len(subjects) - 1} of the "
-                              f"{len(subjects)} training subjects")
-        rng = np.random.default_rng(int(seed))
-        return sorted(str(name) for name in rng.choice(sorted(subjects), size=count, replace=False))
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise EEGKitError(f"--holdout-subjects {spec!r}: expected a count (e.g. 2) or subject names "
-                          f"(e.g. sub-002,sub-005)")
-    missing = [name for name in names if name not in subjects]
-    if missing:
-        raise EEGKitError(f"--holdout-subjects: {', '.join(missing)} not among the training subjects "
-                          f"({', '.join(subjects)})")
-    return sorted(set(names))
-
-
-    from task2_regression.mixing import loaded_features
 # --------------------------------------------------------------------------- data
 def _windows_dataset(recordings, cfg: dict, features: Sequence[str], kind: str, seed: int):
     from util import windowing
@@ -293,29 +237,11 @@ def _fit_ridge(model, cfg: dict, train_recs, val_recs, info, say) -> tuple:
 
 def _save_ridge(model, cfg: dict, out_dir: Path, val_score: float, seconds: float, val_noise: float,
                 overwrite: bool = False) -> None:
-    import math
-    import shutil
+    from util.ridge import save_ridge_run
 
-    from util import training
-    from util.outdir import prepare_out_dir
-
-    if not math.isfinite(val_score):
-        raise EEGKitError(f"{out_dir}: ridge validation score is {val_score}; nothing saved (check the data for "
-                          f"NaN/Inf, flat EEG or constant targets)")
-    if overwrite and out_dir.is_dir():
-        for name in trainer.RUN_FILES:
-            target = out_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    prepare_out_dir(out_dir)
-    config_util.save_config(cfg, out_dir / "config.yaml")
-    extra = {"epoch": 0, "best_val": val_score, "kind": "closed_form"}
-    training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra, task=TASK)
-    training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra, task=TASK)
-    from task2_regression.mixing import loaded_features
-    training.CSVLogger(out_dir / "log.csv", resume=False).log(
-        {"epoch": 0, "val_pearson": val_score, "val_noise_eeg": val_noise, "val_above_noise": val_score - val_noise,
-         "alpha": float(model.alpha), "time_s": round(seconds, 2)})
-    training.plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=f"{out_dir.name} (ridge)")
+    save_ridge_run(model, cfg, out_dir, {"epoch": 0, "val_pearson": val_score, "val_noise_eeg": val_noise,
+                                         "val_above_noise": val_score - val_noise, "alpha": float(model.alpha),
+                                         "time_s": round(seconds, 2)}, "val_pearson", TASK, overwrite)
 
 
 # --------------------------------------------------------------------------- training
@@ -340,20 +266,6 @@ def make_step(cfg: dict, info) -> Callable:
     return step
 
 
-def apply_holdout(cfg: dict, holdout: str | None, groups: dict, data_dir) -> dict:
-    """Put ``--holdout-subjects`` (names or a count drawn with ``train.seed``) into ``data.holdout_subjects``."""
-    if holdout is None:
-        return cfg
-    chosen = choose_holdout(holdout, training_subjects(groups), int(cfg["train"]["seed"]))
-    already = list(cfg["data"]["holdout_subjects"])
-    if already and sorted(already) != chosen:
-        raise EEGKitError(f"--holdout-subjects {holdout}: gives {chosen}, but the config already holds "
-                          f"data.holdout_subjects {already}; give one of them")
-    cfg["data"]["holdout_subjects"] = chosen
-    _check_subjects(cfg, groups, data_dir)
-    return cfg
-
-
 def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bool = False,
           stimulus_audio: str | Path | None = None, average: bool = False, cache_dir: str | Path | None = None,
           say: Callable[[str], None] | None = None, holdout: str | None = None, overwrite: bool = False,
@@ -366,6 +278,7 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
     group is joined here and left at the end.
     """
     from task2_regression import data
+    from task2_regression.mixing import loaded_features
     from task2_regression.models import build_model
 
     say = say or (lambda message: print(message, flush=True))
