@@ -215,7 +215,8 @@ class NeuroSpexPublished(nn.Module):
                 and mixture.shape[1] == self.samples and tuple(eeg.shape[1:]) == (self.eeg_frames, self.eeg_channels))
         if not fits:
             raise EEGKitError(f"neurospex_published: needs {want} (the released model's time LayerNorm is "
-                              f"{self.eeg_frames} frames long); got mixture {tuple(mixture.shape)} and eeg "
+                              f"{self.eeg_frames} frames long: in a run, data.window_s = {self.eeg_frames} / "
+                              f"data.fs_eeg and train.crop_s 0); got mixture {tuple(mixture.shape)} and eeg "
                               f"{tuple(eeg.shape)}")
 
     def forward(self, mixture: torch.Tensor, eeg: torch.Tensor) -> torch.Tensor:
