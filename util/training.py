@@ -150,7 +150,7 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, title: str = "") -> 
 
 
 CHECKPOINT_FORMAT = 2  # the kit's checkpoint layout (`save_checkpoint`)
-TASK_NAMES = {"task2": "Task 2 regression", "speaker_extraction": "speaker-extraction"}
+TASK_NAMES = {"task1": "Task 1 match-mismatch", "task2": "Task 2 regression", "speaker_extraction": "speaker-extraction"}
 
 
 def plain(value: Any, where: str = "checkpoint") -> Any:
