@@ -241,7 +241,7 @@ def read_arrays(path: str | Path, n_channels: int) -> tuple[np.ndarray, np.ndarr
     from util.inputs import NpzReader, check_array
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a FIFO or a device: NpzReader's one line (util.inputs.open_regular), never read
         raise EEGKitError(f"{path}: arrays file not found")
     with NpzReader(path) as reader:
         mixture, eeg = reader["mixture"], reader["eeg"]
