@@ -14,7 +14,8 @@ task1_match_mismatch/predict.py. Checks (`validate_task1`), against every `sub-X
     (also 2.0), booleans, strings or null, no 5 (`evaluation.task1.index_value`);
   * nothing else: no id outside the subject's mapping, no file other than one `sub-XXX.json` per
     test subject (the kit's marker file `.eegkit-output` aside), no sub-folder.
-Refused as for Task 2 (every problem printed, exit 2, nothing written); otherwise
+Refused with exit status 2 and nothing written: a single problem is the one error line; several are
+printed one a line before it, as for Task 2. Otherwise
 `OUTDIR/task_1_group_NAME_submission_<n>.zip` (n = 1 or 2), flat, one `sub-XXX.json` per subject.
 
 Task 2:
@@ -322,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _submit_task1(args: argparse.Namespace) -> int:
     """The Task 1 half of `main`, after the --out checks: validate, then write the zip (or nothing)."""
     by_subject, problems = validate_task1(args.predictions, load_task1_mappings(args.test_set))
+    if len(problems) == 1:  # the one problem is the error line
+        raise EEGKitError(f"{problems[0]}; no submission written")
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
