@@ -2,6 +2,7 @@
 
     python -m task2_regression.predict --run RUN --test-set DATASET/test_set/TASK2_regression \
         --out PRED [--checkpoint best|last|averaged] [--control none|noise|mismatched] [--unseen error|average]
+    python -m task2_regression.predict --run RUN --arrays IN.npz --out OUT.npz [--checkpoint best] [--overwrite]
 
 RUN is a run folder, or the parent folder of per-subject runs (`train.py --per-subject`, marked by
 `per_subject.json`): each test subject is then predicted by its own subject's model (`--unseen`
@@ -18,6 +19,12 @@ both training modes (`window` is exactly this; `recording` z-scores with per-rec
 Models that return fewer frames than the segment (valid padding) are padded at the end to the
 segment length with the per-band mean of the prediction, which leaves the correlation of the
 predicted frames as little disturbed as a constant tail can.
+
+Array mode (``--arrays``, `predict_arrays`): IN.npz holds ``eeg`` (batch, time, 64), taken as the model
+input as it is (no z-scoring: the arrays are already preprocessed); OUT.npz holds one float32 array per
+model output, named by target (``envelope``, ``mel``, ``mel80``, ``mag`` for the CAT-WaveNets), each
+(batch, time, bands). A run whose model needs one window length (``WINDOW_FRAMES``, e.g.
+cat_wavenet_published: 1920) refuses other lengths; an existing OUT.npz needs ``--overwrite``.
 
 Every input is read and checked and every prediction made before anything is written, so a bad
 input (missing file, unknown segment, wrong channel count, NaN/Inf) gives one error line and no
@@ -277,17 +284,89 @@ def write_predictions(subjects: dict[str, dict[str, np.ndarray]], out_dir) -> li
     return [out_dir / f"{subject}.json" for subject in subjects]
 
 
+ARRAYS_INPUT = "eeg"  # the one entry --arrays reads: (batch, time, channels)
+
+
+def read_eeg_arrays(npz_path, n_channels: int = 64, window_frames: int | None = None) -> np.ndarray:
+    """``eeg`` (batch, time, n_channels) of an .npz as float32, checked (rank, channels, length, finite, no pickle)."""
+    from util.inputs import NpzReader, check_array
+
+    npz_path = Path(npz_path)
+    if not npz_path.exists():
+        raise EEGKitError(f"{npz_path}: --arrays file not found")
+    with NpzReader(npz_path) as archive:
+        eeg = archive[ARRAYS_INPUT]  # refuses a missing entry and object (pickled) arrays in one line
+    where = f"{npz_path}: entry {ARRAYS_INPUT!r}"
+    eeg = check_array(eeg, where, ndim=3, what="EEG", shape_hint=f"(batch, time, {n_channels})")
+    if eeg.shape[2] != n_channels:
+        hint = " (looks transposed: time must come before channels)" if eeg.shape[1] == n_channels else ""
+        raise EEGKitError(f"{where}: EEG must be (batch, time, {n_channels}), found {eeg.shape[2]} channels "
+                          f"(shape {eeg.shape}){hint}")
+    if window_frames is not None and eeg.shape[1] != int(window_frames):
+        raise EEGKitError(f"{where}: windows of {eeg.shape[1]} frames; the run's model needs exactly "
+                          f"{int(window_frames)} (shape {eeg.shape})")
+    return np.ascontiguousarray(eeg, dtype=np.float32)
+
+
+@torch.no_grad()
+def predict_arrays(run_dir, npz_path, checkpoint: str = "best", batch_size: int = 8) -> dict[str, np.ndarray]:
+    """{target: (batch, time_out, bands) float32} of every model output for the ``eeg`` of ``npz_path`` (as is)."""
+    if is_per_subject(run_dir):
+        raise EEGKitError(f"--run {run_dir}: a per-subject parent folder holds one model per subject; give one "
+                          f"subject's run folder with --arrays")
+    model, cfg = load_run_model(run_dir, checkpoint)
+    eeg = read_eeg_arrays(npz_path, model_channels(cfg), getattr(model, "WINDOW_FRAMES", None))  # (batch, time, C)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(eeg), batch_size):
+        try:
+            outputs = model(torch.from_numpy(eeg[start : start + batch_size]))  # {target: (batch, time_out, bands)}
+        except (RuntimeError, ValueError) as error:
+            raise EEGKitError(f"{npz_path}: the run's model cannot take entry {ARRAYS_INPUT!r} of shape "
+                              f"{eeg.shape} ({str(error).splitlines()[0]})") from None
+        for name, value in outputs.items():
+            parts.setdefault(name, []).append(value.float().cpu().numpy())
+    result = {name: np.concatenate(chunks).astype(np.float32) for name, chunks in parts.items()}
+    for name, value in result.items():
+        if not np.isfinite(value).all():
+            raise EEGKitError(f"{Path(run_dir) / (checkpoint + '.pt')}: the model predicted NaN/Inf for {name!r}; "
+                              f"nothing written")
+    return result
+
+
+def main_arrays(args) -> int:
+    """``--arrays IN.npz --out OUT.npz``: every output of the run's model, one array per target."""
+    from util.atomic import atomic_savez
+    from util.outdir import check_out_file
+
+    if args.control != "none":
+        raise EEGKitError(f"--control {args.control}: controls need --test-set (they replace a subject's EEG)")
+    check_out_file(args.out, overwrite=args.overwrite, inputs=[args.run, args.arrays])
+    outputs = predict_arrays(args.run, args.arrays, args.checkpoint)
+    atomic_savez(args.out, **outputs)
+    shapes = ", ".join(f"{name} {value.shape}" for name, value in outputs.items())
+    print(f"wrote {shapes} to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Predict the Task 2 test set with a trained run and write one "
-                                                 "submission JSON per subject.")
+                                                 "submission JSON per subject (--test-set), or predict EEG "
+                                                 "arrays given as an .npz (--arrays).")
     parser.add_argument("--run", required=True, help="run folder written by task2_regression/train.py")
-    parser.add_argument("--test-set", required=True,
-                        help="folder with sub-XXX_mapping.json and preprocessed_eeg/ (DATASET/test_set/TASK2_regression)")
-    parser.add_argument("--out", required=True, help="output folder for the per-subject sub-XXX.json predictions")
+    parser.add_argument("--test-set",
+                        help="folder with sub-XXX_mapping.json and preprocessed_eeg/ (DATASET/test_set/TASK2_regression); "
+                             "give this or --arrays")
+    parser.add_argument("--arrays",
+                        help="instead of --test-set: an .npz whose entry 'eeg' (batch, time, 64) is taken as the model "
+                             "input as it is (no z-scoring); --out is then an .npz file with one (batch, time, bands) "
+                             "array per model output, named by target (envelope, mel, mel80, mag)")
+    parser.add_argument("--out", required=True, help="output folder for the per-subject sub-XXX.json predictions "
+                                                     "(with --arrays: the output .npz file)")
     parser.add_argument("--checkpoint", default="best", choices=CHECKPOINTS,
                         help="which checkpoint of the run to use (default: best)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a non-empty OUT (the new folder replaces the old one whole, when complete)")
+                        help="replace a non-empty OUT (the new folder replaces the old one whole, when complete; "
+                             "with --arrays: replace an existing OUT.npz)")
     parser.add_argument("--control", default="none", choices=tuple(CONTROLS),
                         help="predict a control instead of the real EEG: noise (Gaussian EEG with each subject's "
                              "per-channel mean and std) or mismatched (each segment gets another segment's EEG "
@@ -303,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (args.test_set is None) == (args.arrays is None):
+        raise EEGKitError("--test-set / --arrays: give exactly one (the challenge test set folder, or an .npz of "
+                          "EEG windows)")
+    if args.arrays is not None:
+        return main_arrays(args)
     check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.run, args.test_set])
     transform = None if CONTROLS[args.control] is None else CONTROLS[args.control](args.seed)
     subjects = predict_test_set(args.run, args.test_set, args.checkpoint, eeg_transform=transform,
