@@ -59,7 +59,7 @@ from evaluation.task2 import mapping_files, subject_of
 from util.atomic import atomic_write_bytes
 from util.errors import EEGKitError, run_cli
 from util.inputs import json_numbers, read_json
-from util.outdir import MARKER, TMP_TAG, check_out_dir, prepare_out_dir
+from util.outdir import MARKER, check_out_dir, is_kit_file, writing_into
 
 N_FRAMES = 1920  # 30 s at 64 Hz
 N_BANDS = 10
@@ -170,6 +170,23 @@ def validate(predictions_dir: Path, mappings: dict[str, tuple[Path, list[str]]],
         if segment_id in merged:
             by_subject[subject][segment_id] = merged[segment_id]
     return by_subject, problems
+
+
+LOCK_WAIT_S = 60.0  # a second submit.py on the same --out waits this long for the first one's lock
+
+
+def write_submission(out_dir: Path, group: str, task: int, by_subject: dict) -> Path:
+    """Write the next free submission zip of ``group`` into ``out_dir``; returns its path.
+
+    Under --out's lock file (`util.outdir.writing_into`): a second submit.py on the same folder waits
+    for the first and then takes the next number, so no submission is lost; a folder this run created
+    is removed again when the write fails (disk full), so no partial folder is left.
+    """
+    data = build_zip(by_subject)
+    with writing_into(out_dir, "--out", wait_s=LOCK_WAIT_S):
+        path = submission_path(out_dir, group, task)
+        atomic_write_bytes(path, data)
+    return path
 
 
 def submission_path(out_dir: Path, group: str, task: int = 2) -> Path:
@@ -298,8 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.task == 1 and args.target != "auto":
         raise EEGKitError(f"--target {args.target}: only for --task 2 (a Task 1 prediction is an index)")
     own = re.compile(rf"task_[12]_group_{re.escape(args.group)}_submission_\d+\.zip")
-    others = [p for p in args.out.iterdir() if not own.fullmatch(p.name) and p.name != MARKER
-              and not (p.name.startswith(".") and TMP_TAG in p.name)] if args.out.is_dir() else []
+    others = [p for p in args.out.iterdir() if not own.fullmatch(p.name) and not is_kit_file(p.name)] \
+        if args.out.is_dir() else []
     # an earlier submission of this group is expected (it becomes _2); anything else needs --overwrite
     check_out_dir(args.out, overwrite=args.overwrite or not others, inputs=[args.predictions, args.test_set])
     if args.task == 1:
@@ -310,9 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         raise EEGKitError(f"{args.predictions}: {len(problems)} problem(s) found; no submission written")
-    path = submission_path(args.out, args.group)
-    prepare_out_dir(args.out)
-    atomic_write_bytes(path, build_zip(by_subject))
+    path = write_submission(args.out, args.group, 2, by_subject)
     n_segments = sum(len(v) for v in by_subject.values())
     first = next((v for segments in by_subject.values() for v in segments.values()), None)
     kind = "envelope, 1920 floats" if first and not isinstance(first[0], list) else "mel, 1920 x 10"
@@ -329,9 +344,7 @@ def _submit_task1(args: argparse.Namespace) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         raise EEGKitError(f"{args.predictions}: {len(problems)} problem(s) found; no submission written")
-    path = submission_path(args.out, args.group, task=1)
-    prepare_out_dir(args.out)
-    atomic_write_bytes(path, build_zip(by_subject))
+    path = write_submission(args.out, args.group, 1, by_subject)
     n_segments = sum(len(v) for v in by_subject.values())
     print(f"wrote {path} ({len(by_subject)} subjects, {n_segments} segments; an index 0..4 each)")
     return 0

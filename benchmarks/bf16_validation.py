@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=2.0, help="minutes of EEG per subject")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this text file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out file and leftover run folders of an earlier --work run")
     args = parser.parse_args(argv)
 
     import torch
@@ -38,24 +40,37 @@ def main(argv=None) -> int:
     from task2_regression.train import train
     from util.config import load_config
     from util.errors import EEGKitError
+    from util.outdir import check_out_dir, check_out_files
 
     config_path = REPO / "task2_regression" / "configs" / f"{args.config}.yaml"
     if not config_path.is_file():
         raise EEGKitError(f"--config: no {config_path}")
-    torch.set_num_threads(args.threads)
     data = args.work / "data"
+    # every output is checked before anything is generated or trained (nothing written on a refusal)
+    check_out_files([("--out", args.out)], args.overwrite, inputs=[config_path])
+    for seed in args.seeds:
+        for precision in ("fp32", "bf16"):
+            out = args.work / f"{precision}_seed{seed}"
+            if out.exists() and not args.overwrite:
+                raise EEGKitError(f"--work {args.work}: holds the run {out.name} of an earlier run; pass --overwrite "
+                                  f"to replace it or use a fresh --work folder")
+            check_out_dir(out, "--work", overwrite=args.overwrite, resumable=True, inputs=[data])
+    torch.set_num_threads(args.threads)
     if not (data / "derivatives").is_dir():
-        generate(data, subjects=args.subjects, minutes=args.minutes, seed=0, test_subjects=1, snr_db=-10,
-                 progress=False)
+        from util.outdir import staged_dir
+
+        check_out_dir(data, "--work", overwrite=args.overwrite, own=("derivatives", "stimuli", "test_set",
+                                                                      "synthetic_task2.json"))
+        with staged_dir(data, "--work") as tmp:  # whole or nothing: a failed generation leaves no partial dataset
+            generate(tmp, subjects=args.subjects, minutes=args.minutes, seed=0, test_subjects=1, snr_db=-10,
+                     progress=False)
     rows = []
     for seed in args.seeds:
         for precision in ("fp32", "bf16"):
             cfg = load_config(config_path, [f"train.precision={precision}", f"train.seed={seed}"])
             out = args.work / f"{precision}_seed{seed}"
-            if out.exists():
-                raise EEGKitError(f"{out}: already exists (use a fresh --work folder)")
             start = time.perf_counter()
-            result = train(cfg, data, out, epochs=args.epochs, say=lambda message: None)
+            result = train(cfg, data, out, epochs=args.epochs, say=lambda message: None, overwrite=args.overwrite)
             rows.append((precision, seed, float(result["best_val"]), time.perf_counter() - start))
     lines = [f"command: python -m benchmarks.bf16_validation --config {args.config} --epochs {args.epochs} "
              f"--seeds {' '.join(map(str, args.seeds))} --subjects {args.subjects} --minutes {args.minutes:g} "

@@ -12,7 +12,7 @@ rest are listed as not measured), so the whole script stays within its budget. T
 
 Where CUDA is absent it writes the one line saying so to --out and exits 0.
 
-    python -m benchmarks.gpu                  # on a CUDA machine
+    python -m benchmarks.gpu --overwrite      # on a CUDA machine (--overwrite: replace results/gpu.txt)
 """
 from __future__ import annotations
 
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "results" / "gpu.txt", help="report file")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --out / --json files")
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="stop starting new measurements after this many seconds (the script stays <= 8 min)")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps / inference calls per path")
@@ -112,6 +113,9 @@ def main(argv=None) -> int:
     parser.add_argument("--se-batch", type=int, default=8, help="NeuroSpex training batch (4-s windows)")
     args = parser.parse_args(argv)
     from util.atomic import atomic_write_json, atomic_write_text
+    from util.outdir import check_out_files
+
+    check_out_files([("--out", args.out), ("--json", args.json)], args.overwrite)  # before any measurement
 
     header = f"command: python -m benchmarks.gpu  (torch {torch.__version__}, host {platform.node()})"
     if not torch.cuda.is_available():

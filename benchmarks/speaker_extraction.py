@@ -301,11 +301,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="--paths: variant labels to time (the first is the reference); default all")
     parser.add_argument("--params-only", action="store_true", help="print the parameter table and exit")
     parser.add_argument("--json-out", type=Path, default=None, help="also write all figures to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json-out file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=["infer", "train"], default="infer", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from util.inputs import check_known_flag_values, check_number_flags
+    from util.outdir import check_out_files
+
+    check_out_files([("--json-out", args.json_out)], args.overwrite)  # before any timing
 
     check_known_flag_values("--variants", args.variants, [label for label, *_ in PATHS])
     check_number_flags(args, {

@@ -345,9 +345,13 @@ def main(argv=None) -> None:
     parser.add_argument("--compile-timeout", type=float, default=300.0,
                         help="seconds allowed for the torch.compile warm-up; longer = reported as not measured")
     parser.add_argument("--json", type=Path, default=None, help="also write all results to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from util.inputs import check_known_flag_values, check_number_flags
+    from util.outdir import check_out_files
+
+    check_out_files([("--json", args.json)], args.overwrite)  # before any timing
 
     check_known_flag_values("--variants", args.variants, [label for label, *_ in VARIANTS])
     check_number_flags(args, {

@@ -63,7 +63,12 @@ def draw(out: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Draw the kit's import graph by layer (docs/import_graph.png).")
     parser.add_argument("--out", default=str(REPO / "docs" / "import_graph.png"), help="PNG to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file (the committed "
+                        "docs/import_graph.png: python -m docs.make_import_graph --overwrite)")
     args = parser.parse_args(argv)
+    from util.outdir import check_out_file
+
+    check_out_file(args.out, "--out", overwrite=args.overwrite)
     print(f"wrote {draw(Path(args.out))}")
     return 0
 

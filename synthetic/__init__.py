@@ -60,20 +60,30 @@ def check_flags(args: argparse.Namespace) -> None:
         raise EEGKitError(f"--out {out}: exists and is not a folder")
 
 
+# what each generator writes at the top of --out (and the caches the kit adds there later): with
+# --overwrite, a folder holding anything else is refused; the new dataset replaces the old folder whole
+OWN = {"task2": ("derivatives", "stimuli", "test_set", "synthetic_task2.json"),
+       "kul": ("S*.mat", "stimuli", ".eegkit_cache")}
+
+
 def main(argv=None) -> int:
-    from util.outdir import check_out_dir
+    from util.outdir import check_out_dir, staged_dir
 
     args = build_parser().parse_args(argv)
     check_flags(args)
-    check_out_dir(args.out, overwrite=args.overwrite)
-    if args.dataset == "task2":
-        from synthetic import task2 as synthetic_task2
+    check_out_dir(args.out, overwrite=args.overwrite, own=OWN[args.dataset])
+    out = args.out
+    with staged_dir(out, "--out", overwrite=args.overwrite) as tmp:  # locked; replaces --out whole at the end
+        args.out = str(tmp)
+        if args.dataset == "task2":
+            from synthetic import task2 as synthetic_task2
 
-        return synthetic_task2.main_args(args)
-    from synthetic import kul as synthetic_kul  # lazy: only needed for this dataset
+            synthetic_task2.main_args(args, shown=out)
+        else:
+            from synthetic import kul as synthetic_kul  # lazy: only needed for this dataset
 
-    out = synthetic_kul.generate(args.out, subjects=args.subjects, trials=args.trials, minutes=args.minutes,
-                                 seed=args.seed, progress=not args.no_progress)
-    print(f"wrote {out}: {args.subjects} subjects x {args.trials} trials of {args.minutes:g} min")
+            synthetic_kul.generate(tmp, subjects=args.subjects, trials=args.trials, minutes=args.minutes,
+                                   seed=args.seed, progress=not args.no_progress)
+            print(f"wrote {out}: {args.subjects} subjects x {args.trials} trials of {args.minutes:g} min")
     return 0
 

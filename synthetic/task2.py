@@ -256,12 +256,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
 
 
-def main_args(args: argparse.Namespace) -> int:
-    """Run ``generate`` from parsed CLI arguments; prints a one-line summary."""
+def main_args(args: argparse.Namespace, shown=None) -> int:
+    """Run ``generate`` from parsed CLI arguments; prints a one-line summary (naming ``shown``, default --out)."""
     out = generate(args.out, subjects=args.subjects, minutes=args.minutes, seed=args.seed,
                    test_subjects=args.test_subjects, test_minutes=args.test_minutes, snr_db=args.snr_db,
                    progress=not args.no_progress)
     meta = json.loads((out / "synthetic_task2.json").read_text())
-    print(f"wrote {out}: {len(meta['train_subjects'])} training subjects, {len(meta['test_subjects'])} test "
+    print(f"wrote {shown or out}: {len(meta['train_subjects'])} training subjects, {len(meta['test_subjects'])} test "
           f"subjects, stimuli {', '.join(meta['train_stimuli'])}")
     return 0

@@ -268,16 +268,20 @@ def mismatched_control(seed: int = 0):
 CONTROLS = {"none": None, "noise": noise_control, "mismatched": mismatched_control}
 
 
-def write_predictions(subjects: dict[str, dict[str, np.ndarray]], out_dir) -> list[Path]:
+PRED_FILES = ("sub-*.json",)  # all a prediction folder holds: --overwrite replaces nothing else
+
+
+def write_predictions(subjects: dict[str, dict[str, np.ndarray]], out_dir, overwrite: bool | None = None) -> list[Path]:
     """PRED/sub-XXX.json = {segment_id: time x bands list}; the folder is written whole
-    (`util.outdir.staged_dir`: a temporary sibling renamed over PRED), so an interrupted run leaves
-    the old PRED untouched. Non-finite values are refused before anything is written."""
+    (`util.outdir.staged_dir`: a temporary sibling renamed over PRED, under PRED's lock file), so an
+    interrupted run leaves the old PRED untouched. Non-finite values are refused before anything is
+    written. ``overwrite`` False: refused if another process filled PRED since the checks."""
     out_dir = Path(out_dir)
     for subject, segments in subjects.items():
         for segment_id, pred in segments.items():
             if not np.isfinite(pred).all():
                 raise EEGKitError(f"{subject} segment {segment_id}: prediction contains NaN/Inf; nothing written")
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, "--out", overwrite=overwrite) as tmp:
         for subject, segments in subjects.items():
             payload = {segment_id: pred.astype(float).tolist() for segment_id, pred in segments.items()}
             atomic_write_json(tmp / f"{subject}.json", payload)
@@ -387,11 +391,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "EEG windows)")
     if args.arrays is not None:
         return main_arrays(args)
-    check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.run, args.test_set])
+    check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.run, args.test_set], own=PRED_FILES)
     transform = None if CONTROLS[args.control] is None else CONTROLS[args.control](args.seed)
     subjects = predict_test_set(args.run, args.test_set, args.checkpoint, eeg_transform=transform,
                                 unseen=args.unseen)
-    paths = write_predictions(subjects, args.out)
+    paths = write_predictions(subjects, args.out, overwrite=args.overwrite)
     n_segments = sum(len(s) for s in subjects.values())
     print(f"wrote {len(paths)} subject files ({n_segments} segments) to {args.out}")
     return 0

@@ -350,6 +350,8 @@ def train_per_subject(config: dict, data_dir, out_dir, holdout: str | None = Non
 
     say = say or (lambda message: print(message, flush=True))
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    check_out_dir(out_dir, overwrite=kwargs.get("overwrite", False), resume=kwargs.get("resume", False),
+                  resumable=True, inputs=[data_dir])  # the parent folder too: never the dataset or inside it
     if config.get("data", {}).get("subjects"):
         raise EEGKitError("--per-subject: the config already restricts data.subjects; leave it out "
                           "(every training subject gets its own run)")

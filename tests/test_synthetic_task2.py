@@ -196,5 +196,13 @@ def test_cli_dispatches_kul(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(synthetic_kul, "generate", lambda out, **kw: calls.append((out, kw)) or tmp_path)
     assert synthetic.main(["kul", "--out", str(tmp_path), "--subjects", "3", "--trials", "4",
                            "--minutes", "0.5", "--seed", "7", "--no-progress"]) == 0
-    assert calls == [(str(tmp_path), dict(subjects=3, trials=4, minutes=0.5, seed=7, progress=False))]
+    from pathlib import Path
+
+    from util.atomic import parse_temp
+
+    # generated into a kit temporary beside --out (util.outdir.staged_dir), which then replaces --out whole
+    [(staged, kw)] = calls
+    assert Path(staged).parent == tmp_path.parent and parse_temp(Path(staged).name)[0] == tmp_path.name
+    assert kw == dict(subjects=3, trials=4, minutes=0.5, seed=7, progress=False)
+    assert tmp_path.is_dir() and not Path(staged).exists()
     assert "3 subjects x 4 trials" in capsys.readouterr().out

@@ -23,6 +23,7 @@ with ``non_blocking`` before ``step`` sees them; the per-step loss terms are sum
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from util import distributed
 from util.config import save_config
 from util.errors import EEGKitError
-from util.outdir import check_out_dir, prepare_out_dir
+from util.outdir import check_out_dir, out_lock, prepare_out_dir
 from util.training import (CSVLogger, EarlyStopping, average_checkpoints, load_checkpoint, plain, plot_curves,
                            save_checkpoint, seed_everything)
 
@@ -202,7 +203,7 @@ def _scheduler(optimizer, tcfg: dict):
                                            gamma=float(tcfg.get("lr_gamma", 1.0)) if step_epochs > 0 else 1.0)
 
 
-def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Callable[[], torch.nn.Module],
+def _fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Callable[[], torch.nn.Module],
         step: Callable, score: Callable, train_set, val_set, batch_size: int, monitor: str,
         resume: bool = False, average: bool = False, progress: bool = True,
         say: Callable[[str], None] = print, *, task: str, overwrite: bool = False) -> dict:
@@ -388,3 +389,12 @@ def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: Ca
         say(f"averaged {len(paths)} checkpoints -> {out_dir / 'averaged.pt'} ({monitor} {avg:.4f})")
     distributed.barrier(info)
     return {"best_val": early.best, "epochs_run": epochs_run, "stopped_early": early.should_stop, "out_dir": str(out_dir)}
+
+
+def fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, *args, resume: bool = False,
+        overwrite: bool = False, **kwargs) -> dict:
+    """`_fit` (the loop: see its docstring) while rank 0 holds the run folder's lock file
+    (`util.outdir.out_lock`): a second training into the same --out is refused while this one runs."""
+    check_out_dir(out_dir, overwrite=overwrite, resume=resume, resumable=True)  # refusals before the lock file
+    with out_lock(out_dir, "--out") if info.is_main else contextlib.nullcontext():
+        return _fit(config, out_dir, info, *args, resume=resume, overwrite=overwrite, **kwargs)

@@ -618,11 +618,14 @@ def parse_lags(text, fs: int) -> tuple[tuple[float, float], Lags]:
     return (lo, hi), Lags.from_ms((lo, hi), fs)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool, inputs=()) -> None:
+    from util.outdir import check_out_dir
+
     if out.exists() and not out.is_dir():
         raise EEGKitError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise EEGKitError(f"--out {out}: folder is not empty (pass --overwrite to replace its results)")
+    check_out_dir(out, "--out", overwrite=overwrite, inputs=inputs)  # the one rule: never an input, a run, ...
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -667,7 +670,7 @@ def run_aad(data, model: str = "ridge", out=None, windows=DEFAULT_WINDOWS, fs: i
     data = Path(data)
     out = Path(out) if out is not None else None
     if out is not None:
-        _check_out(out, overwrite)
+        _check_out(out, overwrite, inputs=[data, split_from_run])
     if split_from_run is not None and not Path(split_from_run).exists():
         raise EEGKitError(f"--split-from-run {split_from_run}: run folder not found")
 
