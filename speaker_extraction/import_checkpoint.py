@@ -23,6 +23,8 @@ controls) run on it unchanged. Its data and train sections come from ``--config`
 Library API: `infer_model_config(state, path) -> model section`, `import_neurospex(checkpoint, out, ...)`.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python speaker_extraction/import_checkpoint.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import hashlib
@@ -164,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True,
                         help="run folder to write (best.pt, config.yaml, import.json); must be absent or empty "
                              "unless --overwrite")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
-                        help="run config whose data and train sections the run gets (default %(default)s); its "
-                             "model section is replaced by the sizes read from the checkpoint")
+    parser.add_argument("--config", default=None,
+                        help="run config whose data and train sections the run gets (default: "
+                             "speaker_extraction/configs/neurospex_published.yaml); its model section is replaced by "
+                             "the sizes read from the checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier import in --out (a folder holding other files, or a trained run, "
                              "is still refused)")
@@ -178,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = import_neurospex(args.checkpoint, args.out, args.config, args.overrides, overwrite=args.overwrite)
+    config = DEFAULT_CONFIG if args.config is None else args.config
+    result = import_neurospex(args.checkpoint, args.out, config, args.overrides, overwrite=args.overwrite)
     sizes = " ".join(f"{k}={v}" for k, v in result["model"].items() if k != "type")
     print(f"imported {result['tensors']} tensors ({result['parameters']:,} parameters) from {args.checkpoint} as "
           f"neurospex_published ({sizes}) -> {result['out']}")

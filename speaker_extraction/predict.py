@@ -301,9 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pcm16", action="store_true", help="write 16-bit PCM instead of 32-bit float samples")
     parser.add_argument("--max-mismatch-s", type=float, default=1.0,
                         help="largest allowed difference between EEG and audio duration in seconds (default 1.0)")
-    parser.add_argument("--batch-size", type=int, default=4, help="windows per model call (default 4)")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows (with --arrays: rows) per model call (default 4)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT.wav")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT.wav (or OUT.npz)")
     return parser
 
 
