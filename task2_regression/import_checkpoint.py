@@ -37,6 +37,7 @@ from util.errors import EEGKitError, run_cli
 SOURCES = ("mtwave",)
 PUBLISHED_CONFIG = Path(__file__).resolve().parent / "configs" / "cat_wavenet_published.yaml"
 PUBLISHED_CYCLE = 12
+RUN_FILES = ("best.pt", "config.yaml", "import.json")  # all an imported run folder holds
 STAGE_PREFIXES = ("eeg2envblock", "block1.Fast1", "block2.Fast1", "block3.Fast1")
 
 
@@ -122,7 +123,9 @@ def import_mtwave(checkpoint, out_dir, overwrite: bool = False, dilation_cycle: 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if isinstance(dilation_cycle, bool) or not isinstance(dilation_cycle, int) or dilation_cycle < 1:
         raise EEGKitError(f"--dilation-cycle {dilation_cycle}: must be an integer >= 1")
-    check_out_dir(out_dir, overwrite=overwrite, inputs=[checkpoint])
+    # --overwrite replaces an earlier import (a run folder holding only RUN_FILES), never a trained run
+    earlier_import = overwrite and (out_dir / "import.json").is_file()
+    check_out_dir(out_dir, overwrite=overwrite, inputs=[checkpoint], resumable=earlier_import, own=RUN_FILES)
     state = read_state_dict(checkpoint)
     sizes = infer_mtwave_sizes(state, checkpoint)
     cfg = published_config(sizes, dilation_cycle)
@@ -134,7 +137,7 @@ def import_mtwave(checkpoint, out_dir, overwrite: bool = False, dilation_cycle: 
               "tensors": len(state), "parameters": counts["all"], "parameters_used": counts["used"],
               "sizes": {**sizes, "dilation_cycle": int(dilation_cycle)}, "unused_keys": len(unused),
               "unused": unused_report(model)}
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, "--out", overwrite=overwrite) as tmp:
         save_config(cfg, tmp / "config.yaml")
         save_checkpoint(tmp / "best.pt", model, cfg, task="task2",
                         extra={"epoch": 0, "imported_from": record["checkpoint"], "sha256": record["sha256"]})
@@ -162,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True,
                         help="the run folder to write (refused if it exists and is not empty, unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace a non-empty --out folder (the new folder replaces it whole, when complete)")
+                        help="replace an earlier import in --out (a folder holding only best.pt, config.yaml and "
+                             "import.json; a trained run is never replaced); the new folder replaces it whole, "
+                             "when complete")
     parser.add_argument("--dilation-cycle", type=int, default=PUBLISHED_CYCLE,
                         help="dilation 2 ** (n %% cycle) of gated block n; a state dict does not store it (default "
                              "12, the published value; with no more blocks than the cycle any cycle >= the block "

@@ -14,7 +14,7 @@ Two steps, shared by every importer (`task2_regression.import_checkpoint`, `spea
   source keys landing on one model key; then loads everything (strict) and returns the model's keys that
   its forward never reads (`unused_keys`).
 
-A model declares the parameters its forward never uses with the class attribute ``UNUSED_PARAMETERS``:
+A model declares the parameters its forward never uses with an attribute ``UNUSED_PARAMETERS`` (class or instance):
 ``{regex (re.fullmatch on state-dict keys): short description}``. `unused_report(model)` makes the
 one-line summary the importers print.
 """
@@ -141,8 +141,9 @@ def load_mapped(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
                               f"{type(model).__name__}{hint}")
         want = expected[target]
         if tuple(tensor.shape) != tuple(want.shape):
+            mapped_to = "" if target == key else f" for {target!r}"
             raise EEGKitError(f"{source}: key {key!r} has shape {shape_text(tensor)}, {type(model).__name__} "
-                              f"expects {shape_text(want)} for {target!r}")
+                              f"expects {shape_text(want)}{mapped_to}")
         if want.is_floating_point() and not tensor.is_floating_point():
             raise EEGKitError(f"{source}: key {key!r} holds {tensor.dtype} values, expected floating point")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
