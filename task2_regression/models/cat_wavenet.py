@@ -30,14 +30,26 @@ Speed switches (all keep the same parameters and the same outputs):
   fold_weight_norm() removes the weight-norm parametrisation for inference.
 
 Parameter count of the paper configuration (configs/cat_wavenet.yaml, counted on the
-real module in tests/test_cat_wavenet.py): 90,468,664 = 3 x ~4.76 M (128-channel stages)
-+ 75.81 M (512-channel mag stage) + 3 x ~0.12 M (attention blocks); the published
-figure is "about 94 M" (-3.8 %). The WaveNet stages follow the description exactly
-(weight norm adds one gain per output channel; the unused residual conv of each
-stage's last layer is omitted, -0.31 M; with it: 90,781,752). The gap is, as far as
-the description lets us tell, the published channel-axis attention whose
-projections act on 1920-sample feature vectors (one 1920 x 1920 projection alone is 3.7 M parameters); the
-length-agnostic time-axis attention used here has 64 x 64 projections instead.
+real module in tests/test_cat_wavenet.py): 90,468,664 = 3 x ~4.77 M (128-channel stages)
++ 75.81 M (512-channel mag stage) + 3 x ~0.12 M (attention blocks). The authors' released model
+has 93,991,284 (model type ``cat_wavenet_published``, task2_regression/models/cat_wavenet_published.py,
+which computes their function exactly and loads their checkpoints; docs/published_models.md compares
+the two). The difference, counted on both modules (tests/test_published_cat.py):
+  - WaveNet stages: the same layers and widths. The published regressors also hold parameters their
+    forward never reads (a Linear(R, R) `proj1` and the last block's residual conv, +625,280), and the
+    kit weight-normalises the output conv too (-348 gains).
+  - Attention (+2,897,688): a different function, not a larger projection. The published blocks attend
+    over the 64 EEG channels, each channel's whole 1920-sample series being one token (64 x 64 scores,
+    temperature fixed at sqrt(1920)), so they compute 30-s windows only; here attention runs over time
+    (tokens are frames), any window length. Each published stage runs three two-layer, two-way blocks:
+    one on the projected previous prediction with itself, one on the EEG with itself, one fusing the
+    two; every one-head attention takes Q, K and V from depthwise-separable conv blocks 64 -> 128 -> 64
+    (360,664 parameters per block, 99,072 of them in `skip_out` convs that are never used). Here one
+    block per stage: a self-attention per modality on `attention_dim` channels, then `attention_depth`
+    two-way cross-attentions. The published block output concatenates four streams (the summed audio
+    side, the prediction, the EEG side, the EEG: 256 channels) and a kernel-3 conv brings them back to
+    64 channels; here a 1x1 conv fuses the two streams.
+Without the parameters the published forward never reads (1,516,928) it has 92,474,356.
 """
 from __future__ import annotations
 
