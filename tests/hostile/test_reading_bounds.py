@@ -56,6 +56,10 @@ CASES = {
     "stimulus_npz_gz": "util.features.load_audio: a stimulus .npz.gz",
 }
 
+# Out of memory while reading names the input (was: "out of memory ... is an input far larger than expected?"):
+# a sparse .npy whose header honestly declares 1.5 GB, within the 2 GiB array cap, read under the 2 GiB limit.
+OOM_CASES = {"eeg_npy_1_5_gb_se_predict": "speaker_extraction.predict --eeg: a sparse 1.5-GB .npy"}
+
 
 # --------------------------------------------------------------------------- the driver (run as a script)
 def _load_audio_main(argv):
@@ -250,6 +254,18 @@ def _build(name: str, kind: str, root: Path, fx: dict) -> dict:
         return dict(target="evaluation.speaker_extraction:main", file=special, watch=[root],
                     argv=["--estimates", folders["est"], "--references", folders["ref"], "--mixtures",
                           folders["mix"], "--out", out / "report.json", "--no-progress"])
+    if name == "eeg_npy_1_5_gb_se_predict":
+        t = np.arange(16000) / 8000
+        wav = write_wav(root / "mix.wav", 0.2 * np.sin(2 * np.pi * 180 * t), 8000)
+        npy = root / "eeg.npy"
+        rows = 6_000_000  # x 64 float32 = 1.536 GB, declared honestly; the file is sparse (no disk used)
+        header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 64), np.float32))
+        header["shape"] = (rows, 64)
+        with open(npy, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, header)
+            handle.truncate(handle.tell() + rows * 64 * 4)
+        return dict(target="speaker_extraction.predict:main", file=npy, watch=[root],
+                    argv=["--run", fx["se_run"], "--mixture", wav, "--eeg", npy, "--out", root / "out.wav"])
     if name == "stimulus_npz_gz":
         special = make_special(root / "audiobook_1.npz.gz", kind)
         return dict(target="__main__:_load_audio_main", file=special, watch=[root], argv=[special])
@@ -265,12 +281,11 @@ def bounded_runs(task2_dataset, kul_dataset, task2_tiny_run, tiny_se_run, task2_
     base = tmp_path_factory.mktemp("bounds")
     sys.path.insert(0, str(Path(__file__).parent))
     cases, before = {}, {}
-    for name in CASES:
-        for kind in SPECIAL:
-            case_id = f"{name}-{kind}"
-            case = _build(name, kind, base / case_id, fx)
-            cases[case_id] = case
-            before[case_id] = lstat_state(*case["watch"])
+    ids = [(f"{name}-{kind}", name, kind) for name in CASES for kind in SPECIAL] + [(n, n, None) for n in OOM_CASES]
+    for case_id, name, kind in ids:
+        case = _build(name, kind, base / case_id, fx)
+        cases[case_id] = case
+        before[case_id] = lstat_state(*case["watch"])
     spec = {"cases": [{"id": k, "target": c["target"], "argv": [str(a) for a in c["argv"]]} for k, c in cases.items()],
             "logs": str(base), "results": str(base / "results.json")}
     (base / "spec.json").write_text(json.dumps(spec))
@@ -303,6 +318,20 @@ def test_reader_refuses_fifo_and_dev_zero_quickly_in_bounded_memory(bounded_runs
     assert result["peak_rss"] - result["base_rss"] < MAX_GROWTH, \
         f"{CASES[name]}: resident memory grew by {(result['peak_rss'] - result['base_rss']) >> 20} MiB"
     assert lstat_state(*case["watch"]) == before, "files changed under the case's folder"
+
+
+
+@pytest.mark.parametrize("name", list(OOM_CASES))
+def test_out_of_memory_while_reading_names_the_input(bounded_runs, name):
+    case, result, before = bounded_runs[name]
+    text = result["output"]
+    assert not result["killed"] and result["code"] == 2, f"exit {result['code']}; output:\n{text}"
+    assert "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(case["file"]) in errors[0] and "out of memory" in errors[0], text
+    assert result["seconds"] < QUICK_S
+    assert result["peak_rss"] - result["base_rss"] < MAX_GROWTH  # refused at the allocation, nothing read
+    assert lstat_state(*case["watch"]) == before
 
 
 if __name__ == "__main__":
