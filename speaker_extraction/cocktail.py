@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from util.errors import EEGKitError
 from util.inputs import check_array
@@ -62,15 +61,11 @@ def is_cocktail_dir(path) -> bool:
 
 
 def _loadmat(path: Path) -> dict:
-    if not path.is_file():
+    from speaker_extraction.kul_format import load_mat
+
+    if not path.exists():
         raise EEGKitError(f"{path}: file not found")
-    try:
-        return scipy.io.loadmat(str(path))
-    except NotImplementedError:
-        raise EEGKitError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save with save(..., '-v7')") from None
-    except Exception as error:  # scipy raises many types for corrupt files
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise EEGKitError(f"{path}: cannot read MATLAB file ({first})") from None
+    return load_mat(path)  # the kit's bounded .mat reader: regular file, size and inflate caps, one-line errors
 
 
 def _variable(content: dict, name: str, path: Path):

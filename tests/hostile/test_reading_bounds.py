@@ -54,6 +54,7 @@ CASES = {
     "submit_predictions_json": "submit.py --predictions folder: one sub-XXX.json",
     "se_scorer_wav": "evaluation.speaker_extraction --estimates folder: one wav",
     "stimulus_npz_gz": "util.features.load_audio: a stimulus .npz.gz",
+    "cocktail_env_mat": "speaker_extraction.cocktail.read_cocktail: F_env.mat of the cocktail-party layout",
 }
 
 # Out of memory while reading names the input (was: "out of memory ... is an input far larger than expected?"):
@@ -67,6 +68,14 @@ def _load_audio_main(argv):
     from util.features import load_audio
 
     load_audio(argv[0])
+    return 0
+
+
+def _read_cocktail_main(argv):
+    """A CLI face for the cocktail-party reader (used by speaker_extraction.experiments.aad)."""
+    from speaker_extraction.cocktail import read_cocktail
+
+    read_cocktail(argv[0])
     return 0
 
 
@@ -266,6 +275,15 @@ def _build(name: str, kind: str, root: Path, fx: dict) -> dict:
             handle.truncate(handle.tell() + rows * 64 * 4)
         return dict(target="speaker_extraction.predict:main", file=npy, watch=[root],
                     argv=["--run", fx["se_run"], "--mixture", wav, "--eeg", npy, "--out", root / "out.wav"])
+    if name == "cocktail_env_mat":
+        import scipy.io
+
+        folder = root / "cocktail"
+        folder.mkdir()
+        for name in ("trial_1.mat", "M_env.mat"):
+            scipy.io.savemat(str(folder / name), {"x": np.zeros((1, 1))})
+        special = make_special(folder / "F_env.mat", kind)  # the first file the reader opens
+        return dict(target="__main__:_read_cocktail_main", file=special, watch=[root], argv=[folder])
     if name == "stimulus_npz_gz":
         special = make_special(root / "audiobook_1.npz.gz", kind)
         return dict(target="__main__:_load_audio_main", file=special, watch=[root], argv=[special])
