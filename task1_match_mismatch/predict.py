@@ -132,7 +132,7 @@ def read_test_set(test_dir, feature: str) -> dict[str, tuple[list[str], list[np.
                 raise EEGKitError(f"{mapping_path}: expected a non-empty {{segment_id: {{'eeg': id, 'stimulus': "
                                   f"[ids]}}}} object")
             npz_path = test_dir / "preprocessed_eeg" / f"{subject}_eeg.npz"
-            if not npz_path.is_file():
+            if not npz_path.exists():  # a FIFO or a device: NpzReader's one line (util.inputs.open_regular)
                 raise EEGKitError(f"{npz_path}: EEG file not found (named by {mapping_path.name})")
             ids, eeg_segments, candidates = [], [], []
             n_candidates, first_id = None, None

@@ -55,6 +55,11 @@ CASES = {
     "se_scorer_wav": "evaluation.speaker_extraction --estimates folder: one wav",
     "stimulus_npz_gz": "util.features.load_audio: a stimulus .npz.gz",
     "cocktail_env_mat": "speaker_extraction.cocktail.read_cocktail: F_env.mat of the cocktail-party layout",
+    "task1_scorer_predictions_zip": "evaluation.task1 --predictions (the zip path itself)",
+    "task1_scorer_labels_json": "evaluation.task1 --labels folder: one label JSON",
+    "task1_predict_mapping": "task1_match_mismatch.predict: the test set's sub-XXX_mapping.json",
+    "task1_predict_eeg_npz": "task1_match_mismatch.predict: preprocessed_eeg/sub-XXX_eeg.npz",
+    "task1_predict_stimulus_npz": "task1_match_mismatch.predict: the stimulus chunks .npz",
 }
 
 # Out of memory while reading names the input (was: "out of memory ... is an input far larger than expected?"):
@@ -275,6 +280,28 @@ def _build(name: str, kind: str, root: Path, fx: dict) -> dict:
             handle.truncate(handle.tell() + rows * 64 * 4)
         return dict(target="speaker_extraction.predict:main", file=npy, watch=[root],
                     argv=["--run", fx["se_run"], "--mixture", wav, "--eeg", npy, "--out", root / "out.wav"])
+    if name.startswith("task1_scorer"):
+        labels = root / "labels_task1"
+        shutil.copytree(fx["task2_dataset"] / "test_set" / "labels_task1", labels)
+        pred = root / "pred"
+        shutil.copytree(labels, pred)
+        if name == "task1_scorer_predictions_zip":
+            special = pred_arg = make_special(root / "task_1_group_g_submission_1.zip", kind)
+        else:
+            special, pred_arg = make_special(sorted(labels.glob("*.json"))[0], kind), pred
+        return dict(target="evaluation.task1:main", file=special, watch=[root],
+                    argv=["--predictions", pred_arg, "--labels", labels, "--out", out / "report.json"])
+    if name.startswith("task1_predict"):
+        test_dir = root / "TASK1_match_mismatch"
+        shutil.copytree(fx["task2_dataset"] / "test_set" / "TASK1_match_mismatch", test_dir)
+        mapping = sorted(test_dir.glob("sub-*_mapping.json"))[0]
+        special = make_special({"task1_predict_mapping": mapping,
+                                "task1_predict_eeg_npz": test_dir / "preprocessed_eeg"
+                                / f"{mapping.name.split('_')[0]}_eeg.npz",
+                                "task1_predict_stimulus_npz": sorted((test_dir / "stimulus").glob("*envelope*.npz"))[0],
+                                }[name], kind)
+        return dict(target="task1_match_mismatch.predict:main", file=special, watch=[root],
+                    argv=["--run", fx["task1_run"], "--test-set", test_dir, "--out", out])
     if name == "cocktail_env_mat":
         import scipy.io
 
@@ -291,11 +318,25 @@ def _build(name: str, kind: str, root: Path, fx: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def bounded_runs(task2_dataset, kul_dataset, task2_tiny_run, tiny_se_run, task2_tiny_config, se_tiny_config,
-                 tmp_path_factory) -> dict:
+def task1_run(task2_dataset, tmp_path_factory) -> Path:
+    """A Task 1 ridge run (closed form, envelope, 1-s windows) on the tiny dataset."""
+    import yaml
+
+    from task1_match_mismatch.train import train
+
+    cfg = yaml.safe_load((REPO / "task1_match_mismatch" / "configs" / "ridge.yaml").read_text())
+    cfg["data"]["window_s"] = 1.0
+    run = tmp_path_factory.mktemp("bounds_task1") / "run"
+    train(cfg, task2_dataset, run, say=lambda message: None)
+    return run
+
+
+@pytest.fixture(scope="module")
+def bounded_runs(task2_dataset, kul_dataset, task2_tiny_run, tiny_se_run, task1_run, task2_tiny_config,
+                 se_tiny_config, tmp_path_factory) -> dict:
     """Build every case, run them all in the driver, return {case id: (case, result, state before)}."""
     fx = dict(task2_dataset=task2_dataset, kul_dataset=kul_dataset, task2_run=task2_tiny_run, se_run=tiny_se_run,
-              task2_config=task2_tiny_config, se_config=se_tiny_config)
+              task1_run=task1_run, task2_config=task2_tiny_config, se_config=se_tiny_config)
     base = tmp_path_factory.mktemp("bounds")
     sys.path.insert(0, str(Path(__file__).parent))
     cases, before = {}, {}
