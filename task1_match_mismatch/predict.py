@@ -27,8 +27,11 @@ than its EEG, or a test set without the run's feature gives one error line and n
 non-empty PRED needs ``--overwrite``; the folder is then replaced whole (`util.outdir.staged_dir`).
 """
 from __future__ import annotations
+if not __package__:  # run by path (python task1_match_mismatch/predict.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -238,7 +241,7 @@ def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform:
     inputs = read_test_set(test_dir, feature)  # everything checked before any prediction
     subjects = {}
     for subject, (ids, eeg_segments, candidates) in tqdm(inputs.items(), desc="predicting subjects",
-                                                         disable=not progress):
+                                                         disable=not (progress and sys.stderr.isatty())):
         if eeg_transform is not None:
             eeg_segments = eeg_transform(subject, ids, eeg_segments)
         try:

@@ -316,3 +316,85 @@ def test_submit_cli_process_and_help(task2_dataset, tmp_path, monkeypatch):
         with pytest.raises(SystemExit) as info:
             run_cli(__import__(module, fromlist=["main"]).main, ["--help"])
         assert info.value.code == 0
+
+
+# ----------------------------------------------------------------------------- real runs of task1_match_mismatch
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ridge_run(task2_dataset, tmp_path_factory) -> Path:
+    """The ridge baseline trained (closed form) on conftest's tiny dataset; 1-s windows, because its 6-s
+    validation recordings are too short for 5-s windows with 4 non-overlapping imposters; 8 taps (125 ms)
+    keep the closed-form solve small (64 x 8 lagged channels)."""
+    import yaml
+
+    from task1_match_mismatch.train import train
+
+    cfg = yaml.safe_load((REPO / "task1_match_mismatch" / "configs" / "ridge.yaml").read_text())
+    cfg["data"]["window_s"] = 1.0
+    cfg["model"]["n_taps"] = 8
+    run = tmp_path_factory.mktemp("task1_ridge") / "run"
+    train(cfg, task2_dataset, run, say=lambda message: None)
+    return run
+
+
+def _choices_by_hand(model, test_dir: Path, feature: str) -> dict[str, dict[str, int]]:
+    """The model's choice per segment, read with np.load and z-scored here (independent of predict.py)."""
+    stimuli = _read_npz(test_dir / "stimulus" / f"{feature}_chunks_test.npz")
+    out = {}
+    for subject in TEST_SUBJECTS:
+        mapping = json.loads((test_dir / f"{subject}_mapping.json").read_text())
+        eeg = _read_npz(test_dir / "preprocessed_eeg" / f"{subject}_eeg.npz")
+        z = lambda x: (x - x.mean(0)) / x.std(0)  # noqa: E731
+        out[subject] = {}
+        for segment_id, entry in mapping.items():
+            e = torch.from_numpy(z(eeg[entry["eeg"]].astype(np.float64)).astype(np.float32))[None]  # (1, 320, 64)
+            s = torch.from_numpy(np.stack([z(stimuli[i].astype(np.float64)) for i in entry["stimulus"]])
+                                 .astype(np.float32))[None]  # (1, 5, 320, bands)
+            with torch.no_grad():
+                out[subject][segment_id] = int(model(e, s).argmax())
+    return out
+
+
+def test_trained_ridge_run_predict_submit_score(ridge_run, task2_dataset, tmp_path, capsys):
+    from task1_match_mismatch import predict
+
+    test_dir, labels_dir = _t1(task2_dataset), _labels_dir(task2_dataset)
+    pred, out = tmp_path / "pred", tmp_path / "sub"
+    assert predict.main(["--run", str(ridge_run), "--test-set", str(test_dir), "--out", str(pred)]) == 0
+    model, cfg = predict.load_run(ridge_run)
+    assert cfg["data"]["feature"] == "envelope"
+    expected = _choices_by_hand(model, test_dir, "envelope")
+    for subject in TEST_SUBJECTS:
+        assert json.loads((pred / f"{subject}.json").read_text()) == expected[subject]
+    assert submit.main(["--task", "1", "--predictions", str(pred), "--test-set", str(test_dir), "--group", "g",
+                        "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert scorer.main(["--predictions", str(out / "task_1_group_g_submission_1.zip"), "--labels",
+                        str(labels_dir), "--out", str(tmp_path / "report.json")]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    labels = {s: json.loads((labels_dir / f"{s}.json").read_text()) for s in TEST_SUBJECTS}
+    known = {s: np.mean([expected[s][i] == labels[s][i] for i in labels[s]]) for s in TEST_SUBJECTS}
+    assert report["per_subject"] == pytest.approx(known)
+    assert report["score"] == pytest.approx(np.mean(list(known.values())))
+
+
+def test_a_dilated_conv_checkpoint_is_rebuilt_from_its_config(task2_dataset, tmp_path):
+    """load_run rebuilds the model of best.pt from its stored config (mel run: the mel chunks are read)."""
+    import yaml
+
+    from task1_match_mismatch import predict
+    from task1_match_mismatch.models import build_model
+    from task1_match_mismatch.train import check_config
+    from util.training import save_checkpoint
+
+    raw = yaml.safe_load((REPO / "task1_match_mismatch" / "configs" / "dilated_conv_small.yaml").read_text())
+    raw["data"]["feature"] = "mel"
+    cfg = check_config(raw)
+    torch.manual_seed(0)
+    model = build_model(cfg["model"]).eval()
+    run = tmp_path / "run"
+    save_checkpoint(run / "best.pt", model, cfg, task="task1")
+    chosen = predict.predict_test_set(run, _t1(task2_dataset), progress=False)
+    assert chosen == _choices_by_hand(model, _t1(task2_dataset), "mel")

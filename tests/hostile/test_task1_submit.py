@@ -380,3 +380,45 @@ def test_predict_refuses_an_existing_out_bad_flags_and_a_non_finite_model(refuse
     assert predict.main([str(a) for a in ["--run", tmp_path / "run", "--test-set", test_dir, "--out", out,
                                           "--overwrite"]]) == 0
     assert sorted(p.name for p in out.iterdir()) == [".eegkit-output", "sub-101.json", "sub-102.json"]
+
+
+def _checkpoint(run: Path, task: str = "task1", feature: str = "envelope", wrong_weights: bool = False) -> Path:
+    """A run folder holding best.pt of an untrained dilated_conv_small model (task, feature, weights as asked)."""
+    import yaml
+
+    from task1_match_mismatch.models import build_model
+    from task1_match_mismatch.train import check_config
+    from util.training import save_checkpoint
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "task1_match_mismatch" / "configs" /
+                          "dilated_conv_small.yaml").read_text())
+    cfg = check_config(raw)
+    model = build_model(cfg["model"])
+    if wrong_weights:
+        cfg["model"]["filters"] = 8
+    cfg["data"]["feature"] = feature
+    save_checkpoint(run / "best.pt", model, cfg, task=task)
+    return run / "best.pt"
+
+
+RUN_CASES = {
+    # case: (make the run folder -> the path the line must name, text in the line)
+    "no_run_folder": (lambda run: run, "run folder not found"),
+    "no_best_pt": (lambda run: (run.mkdir(), run / "best.pt")[1], "checkpoint not found"),
+    "task2_checkpoint": (lambda run: _checkpoint(run, task="task2"), "expected a Task 1 match-mismatch one"),
+    "weights_do_not_fit": (lambda run: _checkpoint(run, wrong_weights=True), "weights do not fit"),
+    "unknown_feature": (lambda run: _checkpoint(run, feature="spikes"), "data.feature 'spikes'"),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_CASES))
+def test_predict_refuses_bad_runs(case, refuse, task2_dataset, tmp_path):
+    from task1_match_mismatch import predict
+
+    make, text = RUN_CASES[case]
+    run = tmp_path / "run"
+    named = make(run)
+    out = tmp_path / "out"
+    line = refuse(predict.main, ["--run", run, "--test-set", _t1(task2_dataset), "--out", out], names=[named],
+                  watch=[out, run, _t1(task2_dataset)])
+    assert text in line
