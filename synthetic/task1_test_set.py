@@ -95,7 +95,8 @@ def write_test_set(out_dir, subjects, seed: int = 0) -> dict:
                 chunks["mel"][stimulus_id] = mel[rows].astype(np.float32)  # (320, 10)
                 ids.append(stimulus_id)
             mapping[segment_id] = {"eeg": eeg_id, "stimulus": ids}
-            eeg_arrays[eeg_id] = eeg[window * SEGMENT_FRAMES:(window + 1) * SEGMENT_FRAMES].astype(np.float32)  # (320, 64)
+            own_rows = slice(window * SEGMENT_FRAMES, (window + 1) * SEGMENT_FRAMES)
+            eeg_arrays[eeg_id] = eeg[own_rows].astype(np.float32)  # (320, 64)
             labels[segment_id] = int(matched_at[k])
         atomic_savez(test_dir / "preprocessed_eeg" / f"{sid}_eeg.npz", **eeg_arrays)
         atomic_write_json(test_dir / f"{sid}_mapping.json", mapping, indent=1)

@@ -162,7 +162,8 @@ def read_test_set(test_dir, feature: str) -> dict[str, tuple[list[str], list[np.
                                       what="EEG")  # (T, 64)
                     ids.append(str(segment_id))
                     eeg_segments.append(eeg.astype(np.float32))
-                    candidates.append(np.stack([stimulus(i, named_by, len(eeg)) for i in stimulus_ids]))  # (K, T, bands)
+                    candidates.append(np.stack([stimulus(i, named_by, len(eeg))
+                                                for i in stimulus_ids]))  # (K, T, bands)
             out[subject] = (ids, eeg_segments, candidates)
     return out
 

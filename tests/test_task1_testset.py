@@ -217,7 +217,8 @@ def _known_test_set(task2_dataset: Path, dst: Path, n_right: dict[str, int]) -> 
 def _stand_in(monkeypatch, feature="envelope"):
     from task1_match_mismatch import predict
 
-    monkeypatch.setattr(predict, "load_run", lambda run, checkpoint="best": (EnvelopeCosine(), {"data": {"feature": feature}}))
+    monkeypatch.setattr(predict, "load_run",
+                        lambda run, checkpoint="best": (EnvelopeCosine(), {"data": {"feature": feature}}))
     return predict
 
 
