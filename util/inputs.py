@@ -38,7 +38,10 @@ whose shape is negative or overflows (``2**70``, ``2**63 x 64``) before anything
 
 Strict JSON (`parse_json`, `read_json`): a key twice in one object is refused naming the key
 (which value would count?), and so is an integer beyond the 64-bit range (a 401-digit integer is
-one line, not a traceback or a silent float).
+one line, not a traceback or a silent float). Memory in fact: parsing builds one Python object per
+value, about 12 times the size of dense text like ``[0.0,0.0,...]``, so the memory a text would
+take is estimated from its separators first and refused beyond `MAX_JSON_PARSE_BYTES` = 4 GiB (a
+real subject's 2024 submission JSON, ~50 MB, needs about 0.5 GB).
 
 The caps are module attributes so that a test can lower them (``monkeypatch.setattr``).
 """
@@ -68,6 +71,10 @@ MAX_TEXT_BYTES = 1 * GiB
 MAX_ARRAY_BYTES = 2 * GiB
 MAX_MAT_BYTES = 2 * GiB
 MAX_JSON_INT_DIGITS = 19  # |n| < 2**63: the 64-bit range
+MAX_JSON_PARSE_BYTES = 4 * GiB  # memory the Python objects of one parsed JSON text may take (estimated first)
+# upper estimates per value (a float object + its list slot), per key (its string, the (key, value) pair
+# the strict hook sees, the dict slot) and per list/object; measured on dense numbers and on many keys
+_JSON_ITEM_BYTES, _JSON_KEY_BYTES, _JSON_CONTAINER_BYTES = 40, 200, 100
 _CHUNK = 1 << 20
 _SPOOL_BYTES = 64 << 20  # a decompressed .gz stays in memory up to this size, then goes to a temporary file
 
@@ -75,7 +82,8 @@ __all__ = ["MAX_INFLATED_BYTES", "MAX_JSON_BYTES", "MAX_ZIP_TOTAL_BYTES", "MAX_T
            "MAX_MAT_BYTES", "check_array", "first_nonfinite", "check_finite", "describe_index", "cap_text",
            "read_json", "parse_json", "json_numbers", "gunzip_file", "open_gunzipped", "read_zip_member",
            "NpzReader", "finite_number", "check_number_flags", "open_regular", "read_regular", "open_zip",
-           "parse_header", "array_nbytes", "read_array_into", "out_of_memory"]
+           "parse_header", "array_nbytes", "read_array_into", "out_of_memory", "json_parse_bytes",
+           "MAX_JSON_PARSE_BYTES"]
 
 
 # --------------------------------------------------------------------------- bounded reading
@@ -616,9 +624,27 @@ def _bounded_int(where: str):
     return parse
 
 
+def json_parse_bytes(data: bytes | str) -> int:
+    """An upper estimate of the memory that parsing ``data`` takes: Python builds one object per value
+    (a float is 24 bytes plus 8 for its list slot), per key and per list or object, so dense text such as
+    ``[0.0,0.0,...]`` takes about 12 times its own size and ``{"k1":0,"k2":0,...}`` about 15 times.
+    Counted from the separators (a ``:`` or ``,`` inside a string only makes the estimate larger)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    items, keys = data.count(b",") + 1, data.count(b":")
+    containers = data.count(b"[") + data.count(b"{")
+    return len(data) + items * _JSON_ITEM_BYTES + keys * _JSON_KEY_BYTES + containers * _JSON_CONTAINER_BYTES
+
+
 def parse_json(data: bytes | str, where: str) -> Any:
     """Parse JSON text strictly; one line naming ``where`` for malformed text, bad UTF-8, too deep
-    nesting, a key given twice in one object and an integer beyond the 64-bit range."""
+    nesting, a key given twice in one object, an integer beyond the 64-bit range, and text whose
+    parsed objects would take more than `MAX_JSON_PARSE_BYTES` (estimated before parsing)."""
+    need = json_parse_bytes(data)
+    if need > MAX_JSON_PARSE_BYTES:
+        amount = f"{need / GiB:.1f} GiB" if need >= GiB // 10 else f"{need / (1 << 20):.1f} MiB"
+        raise EEGKitError(f"{where}: parsing it would take about {amount} of memory (one Python object "
+                          f"per value), beyond the {cap_text(MAX_JSON_PARSE_BYTES)} cap for one JSON text")
     try:
         return json.loads(data, object_pairs_hook=_strict_object(where), parse_int=_bounded_int(where))
     except RecursionError:

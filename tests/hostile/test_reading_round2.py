@@ -480,3 +480,17 @@ def test_npz_reader_reads_in_one_buffer_and_gz_goes_through_a_spool(tmp_path):
     np.savez(fortran, a=np.asfortranarray(audio))
     with inputs.NpzReader(fortran) as npz:
         assert np.array_equal(npz["a"], audio)
+
+
+def test_json_parse_memory_is_estimated_before_parsing():
+    # 31 bytes, 3 commas (4 values), 1 key, 4 containers: 31 + 4 x 40 + 1 x 200 + 4 x 100
+    assert inputs.json_parse_bytes(b'{"a": [[0.5, 1.5], [2.5, 3.5]]}') == 791
+
+
+def test_task2_scorer_refuses_json_that_would_not_fit_in_memory(refuse, task2_dataset, tmp_path, monkeypatch):
+    labels, pred = labels_copy(task2_dataset, tmp_path)
+    bad = sorted(pred.glob("*.json"))[0]
+    bad.write_bytes(bad.read_bytes() + b" " * 4096)  # the same JSON; the labels stay under the cap
+    monkeypatch.setattr(inputs, "MAX_JSON_PARSE_BYTES", inputs.json_parse_bytes(bad.read_bytes()) - 1)
+    line = _task2_scorer(refuse, pred, labels, tmp_path / "out", [bad], [tmp_path])
+    assert "MiB of memory (one Python object per value), beyond the" in line
