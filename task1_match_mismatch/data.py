@@ -27,7 +27,8 @@ An item is ``{"eeg": (window, 64), "stimuli": (K, window, bands), "label": int, 
 trial's names and starts (for reports and tests).
 
 Recordings too short for a window and its imposters (``min_windows``) are skipped with a warning
-naming them; when none is left, one EEGKitError line names the folder and the lengths.
+naming them; when none is left, one EEGKitError line names the folder and the lengths (and ``hint``:
+the caller's settings to change).
 `ArrayRecording` serves in-memory arrays with the same ``window()`` interface (held-out subjects:
 whole recordings, each window z-scored on its own, as on the test set).
 """
@@ -150,7 +151,7 @@ class MatchMismatchWindows(Dataset):
     """EEG windows with K = n_imposters + 1 stimulus candidates (see the module docstring)."""
 
     def __init__(self, recordings, feature: str, window: int, hop: int, n_imposters: int, seed: int = 0,
-                 all_positions: bool = True, where: str | Path = "data"):
+                 all_positions: bool = True, where: str | Path = "data", hint: str = ""):
         if feature not in FEATURES:
             raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
         if window < 1 or hop < 1 or n_imposters < 1:
@@ -176,7 +177,7 @@ class MatchMismatchWindows(Dataset):
             raise EEGKitError(
                 f"{where}: no recording is long enough for {self.window / FS_TASK2:g}-s windows every "
                 f"{self.hop / FS_TASK2:g} s with {self.n_imposters} non-overlapping imposters (needs {need_s:g} s; "
-                f"recordings: {', '.join(skipped[:4])}{' ...' if len(skipped) > 4 else ''})")
+                f"recordings: {', '.join(skipped[:4])}{' ...' if len(skipped) > 4 else ''}){hint}")
         if skipped:
             warnings.warn(f"{where}: skipping {len(skipped)} recording(s) shorter than {need_s:g} s (too few "
                           f"windows for {self.n_imposters} non-overlapping imposters): {', '.join(skipped[:6])}"

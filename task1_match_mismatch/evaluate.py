@@ -182,7 +182,7 @@ def evaluate_run(run_dir, data_dir, split: str = "test", heldout: bool = False, 
         recordings = load_split(cfg, data_dir, split, groups, subjects=subjects)
         where = f"{data_dir} ({split} split)"
     dataset = MatchMismatchWindows(recordings, feature, window, hop, n_imposters, seed=seed, all_positions=False,
-                                   where=where)
+                                   where=where, hint="; use a shorter --window-s or --hop-s, or fewer --n-imposters")
     report = score_trials(model, dataset, seed, controls, progress)
     report.update({"run": str(run_dir), "checkpoint": checkpoint, "model_type": cfg["model"]["type"],
                    "mode": "heldout_subjects" if heldout else "within_subject", "split": None if heldout else split,

@@ -107,7 +107,8 @@ def windows_dataset(recordings, cfg: dict, where, all_positions: bool = True, se
     window, hop = frames(cfg)
     return MatchMismatchWindows(recordings, cfg["data"]["feature"], window, hop, int(cfg["data"]["n_imposters"]),
                                 seed=int(cfg["train"]["seed"]) if seed is None else seed,
-                                all_positions=all_positions, where=where)
+                                all_positions=all_positions, where=where,
+                                hint="; use a shorter data.window_s or data.hop_s, or fewer data.n_imposters")
 
 
 class Subset(torch.utils.data.Dataset):
