@@ -63,8 +63,8 @@ def index_value(value: Any, where: str, n_candidates: int = N_CANDIDATES) -> int
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         kind = {bool: "a boolean", float: "a float", str: "a string", type(None): "null", list: "a list",
                 dict: "an object"}.get(type(value), type(value).__name__)
-        shown = repr(value) if not isinstance(value, (list, dict)) else kind
-        raise EEGKitError(f"{where}: {shown} is {kind}, expected an integer index 0..{n_candidates - 1}")
+        found = f"found {kind}" if isinstance(value, (list, dict)) else f"{value!r} is {kind}"
+        raise EEGKitError(f"{where}: {found}, expected an integer index 0..{n_candidates - 1}")
     if not 0 <= int(value) < n_candidates:
         raise EEGKitError(f"{where}: index {int(value)} is out of range, expected 0..{n_candidates - 1} "
                           f"({n_candidates} candidates)")
