@@ -12,6 +12,15 @@ mixture and a shuffled-EEG control, compare its extraction-derived attention
 decoding accuracy with a ridge stimulus-reconstruction decoder on the same
 trials, and print the tables plus the PNG path.
 
+Task 1 (``--task match-mismatch``): generate the same synthetic SparrKULee-format
+dataset (4 subjects x 16 min by default, so that the within-subject test parts
+hold 9 independent 5-s trials per recording), train the dilated convolutional
+baseline, the kit-encoder model (the VLAAI stack of Task 2 as the EEG branch) and
+the ridge decoder, score each on the within-subject test split (5-s trials, 4
+imposters) beside chance and the noise-EEG / mismatched-EEG controls, then predict
+the synthetic Task 1 test set (held-out subjects), zip it with ``submit.py --task 1``
+and score it with ``python -m evaluation.task1``, and print the table.
+
 Every step is a subprocess call of the same script a user would run, printed
 before it runs, so the demo doubles as a worked example.
 
@@ -42,6 +51,14 @@ TASK2_MODELS = {
 
 
 WITHIN_SEGMENT_S = 20.0
+
+# Task 1 (match-mismatch): model name -> config (brief CPU trainings; task1_match_mismatch/configs)
+MATCH_MISMATCH_MODELS = {
+    "dilated_conv": "task1_match_mismatch/configs/dilated_conv_small.yaml",
+    "vlaai_encoder": "task1_match_mismatch/configs/vlaai_small.yaml",
+    "ridge": "task1_match_mismatch/configs/ridge.yaml",
+}
+MATCH_MISMATCH_DATA = {"subjects": 4, "minutes": 16.0}  # recordings of 8 min: test parts of 48 s
 
 
 def run(cmd: list[str]) -> None:
@@ -218,9 +235,71 @@ def speaker_extraction(args: argparse.Namespace) -> None:
     print(f"PNG report: {out / 'reports' / 'neurospex_small.png'}")
 
 
+def match_mismatch(args: argparse.Namespace) -> None:
+    """Task 1: data -> three models -> within-subject accuracy with controls -> test set -> submit -> score."""
+    out = prepare_workdir(args)
+    data = out / "data"
+    test_set, labels = data / "test_set" / "TASK1_match_mismatch", data / "test_set" / "labels_task1"
+    if not test_set.is_dir():
+        run([sys.executable, "-m", "synthetic", "task2", "--out", str(data), "--seed", str(args.seed), "--overwrite",
+             "--subjects", str(args.subjects or MATCH_MISMATCH_DATA["subjects"]),
+             "--minutes", str(args.minutes or MATCH_MISMATCH_DATA["minutes"])])
+    rows = []
+    for name, config in MATCH_MISMATCH_MODELS.items():
+        run_dir, reports = out / "runs" / name, out / "reports"
+        overrides = [f"train.epochs={args.epochs}"] if args.epochs is not None and name != "ridge" else []
+        if not (run_dir / "best.pt").is_file():
+            run([sys.executable, "-m", "task1_match_mismatch.train", "--config", config, "--data", str(data),
+                 "--out", str(run_dir), "--overwrite"] + overrides)
+        within = reports / f"{name}_within_subject.json"
+        run([sys.executable, "-m", "task1_match_mismatch.evaluate", "--run", str(run_dir), "--data", str(data),
+             "--out", str(within), "--plot", str(within.with_suffix(".png")), "--overwrite"])
+        predictions = {}
+        for control in ("none", "noise", "mismatched"):
+            folder = out / "predictions" / (name if control == "none" else f"{name}_{control}_eeg")
+            run([sys.executable, "-m", "task1_match_mismatch.predict", "--run", str(run_dir), "--test-set",
+                 str(test_set), "--out", str(folder), "--control", control, "--overwrite"])
+            predictions[control] = folder
+        submissions = out / "submissions" / name
+        if submissions.is_dir() and is_kit_folder(submissions):
+            shutil.rmtree(submissions)
+        run([sys.executable, "submit.py", "--task", "1", "--predictions", str(predictions["none"]), "--test-set",
+             str(test_set), "--group", f"demo_{name}", "--out", str(submissions)])
+        zip_path = next(submissions.glob("task_1_group_*_submission_1.zip"))
+        held_out = reports / f"{name}_test_set.json"
+        run([sys.executable, "-m", "evaluation.task1", "--predictions", str(zip_path), "--labels", str(labels),
+             "--noise-predictions", str(predictions["noise"]), "--mismatched-predictions",
+             str(predictions["mismatched"]), "--out", str(held_out), "--overwrite"])
+        rows.append((name, json.loads(within.read_text()), json.loads(held_out.read_text()), zip_path))
+
+    def cell(block) -> str:
+        return "n/a" if block is None else f"{100 * block['score']:.1f}"
+
+    for title, index in (("within-subject test split (python -m task1_match_mismatch.evaluate)", 1),
+                         ("synthetic Task 1 test set, held-out subjects (predict -> submit.py --task 1 -> "
+                          "python -m evaluation.task1)", 2)):
+        first = rows[0][index]
+        print(f"\nTask 1 match-mismatch on synthetic data, {title}: 5-s segments, "
+              f"{first['n_candidates']} candidates, accuracy in % (mean over subjects)")
+        print(f"{'model':<15}{'accuracy':>9}{'pooled 95% CI':>15}{'chance':>8}{'95% of guessers':>17}"
+              f"{'threshold':>10}{'noise EEG':>11}{'mismatched':>12}{'segments':>10}")
+        for name, *reports, _ in rows:
+            report = reports[index - 1]
+            overall, controls = report["overall"], report["controls"]
+            interval = "{:.1f}-{:.1f}".format(*(100 * v for v in overall["ci95"]))
+            guessers = "{:.1f}-{:.1f}".format(*(100 * v for v in overall["chance_range95"]))
+            print(f"{name:<15}{100 * report['score']:>9.1f}{interval:>15}{100 * overall['chance']:>8.1f}{guessers:>17}"
+                  f"{100 * overall['significance_threshold']:>10.1f}{cell(controls.get('noise EEG')):>11}"
+                  f"{cell(controls.get('mismatched EEG')):>12}{overall['n_segments']:>10}")
+            for warning in report["warnings"]:
+                print(f"  WARNING ({name}): {warning}")
+    print("\nsubmissions: " + ", ".join(str(r[3]) for r in rows))
+    print(f"PNG reports: {out / 'reports'}/<model>_within_subject.png")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["task2", "speaker-extraction"], default="task2",
+    parser.add_argument("--task", choices=["task2", "speaker-extraction", "match-mismatch"], default="task2",
                         help="which half of the kit to demonstrate (default: task2)")
     parser.add_argument("--out", default=None,
                         help="working folder (default: runs/demo_task2 or runs/demo_speaker_extraction)")
@@ -243,7 +322,7 @@ def main(argv=None) -> None:
         raise EEGKitError(f"--minutes {args.minutes}: must be a positive finite number")
     args.out = args.out or f"runs/demo_{args.task.replace('-', '_')}"
     start = time.time()
-    (task2 if args.task == "task2" else speaker_extraction)(args)
+    {"task2": task2, "speaker-extraction": speaker_extraction, "match-mismatch": match_mismatch}[args.task](args)
     print(f"\ndemo wall time: {time.time() - start:.0f} s")
     return 0
 
