@@ -41,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 
 from util.outdir import is_kit_folder  # noqa: E402
+from util.config import seed_arg  # noqa: E402
 
 # model name -> (config, overrides). The challenge's linear config uses batch 64 of 60-s windows,
 # i.e. only 2 steps per epoch on the demo's ~1 hour of data; batch 8 converges in ~20 epochs.
@@ -311,7 +312,7 @@ def main(argv=None) -> None:
     parser.add_argument("--subjects", type=int, default=None, help="synthetic subjects (default: the generator's)")
     parser.add_argument("--minutes", type=float, default=None, help="synthetic minutes (default: the generator's)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs of the configs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the synthetic data")
     args = parser.parse_args(argv)
     from util.errors import EEGKitError
 

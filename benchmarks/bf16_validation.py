@@ -10,6 +10,8 @@ seed-to-seed standard deviation and range, and whether the bf16 mean lies within
     python -m benchmarks.bf16_validation --out results/task2/bf16_validation.txt
 """
 from __future__ import annotations
+if not __package__:  # run by path (python benchmarks/bf16_validation.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import statistics

@@ -15,6 +15,8 @@ Where CUDA is absent it writes the one line saying so to --out and exits 0.
     python -m benchmarks.gpu --overwrite      # on a CUDA machine (--overwrite: replace results/gpu.txt)
 """
 from __future__ import annotations
+if not __package__:  # run by path (python benchmarks/gpu.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import platform

@@ -13,6 +13,8 @@ the eager step and the time of the first (compiling) step.
     python -m benchmarks.neurospex_step --threads 2 [--compile]
 """
 from __future__ import annotations
+if not __package__:  # run by path (python benchmarks/neurospex_step.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import time

@@ -28,6 +28,8 @@ and bf16 matmul peaks (benchmarks/speed.py): training step (batch ``--train-batc
 (median, 25-75 % range of the per-round ratios) and % of the peak of the precision in use.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python benchmarks/speaker_extraction.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import json

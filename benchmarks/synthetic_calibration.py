@@ -13,6 +13,8 @@ another segment of the same subject), which should be ~0.
     python -m benchmarks.synthetic_calibration --data DIR
 """
 from __future__ import annotations
+if not __package__:  # run by path (python benchmarks/synthetic_calibration.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import os
 
@@ -30,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from util.errors import EEGKitError, run_cli  # noqa: E402
 from util.metrics import pearson_np  # noqa: E402
+from util.config import float_arg, seed_arg  # noqa: E402
 
 FS = 64
 LAMBDAS = [1e-1, 1e0, 1e1, 1e2, 1e3, 1e4]  # relative to mean diagonal of X^T X / n
@@ -142,12 +145,12 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=None,
                         help="evaluate this existing synthetic Task 2 folder instead of generating")
-    parser.add_argument("--snr-db", type=float, nargs="+", default=None,
+    parser.add_argument("--snr-db", type=float_arg(-100, 100), nargs="+", default=None,
                         help="SNRs (dB) to generate and evaluate (default: the generator's default)")
     parser.add_argument("--subjects", type=int, default=8, help="training subjects to generate (default 8)")
     parser.add_argument("--minutes", type=float, default=8.0, help="minutes per training subject (default 8)")
     parser.add_argument("--test-subjects", type=int, default=4, help="test subjects to generate (default 4)")
-    parser.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="generation seed (default 0)")
     parser.add_argument("--lag-step", type=int, default=1, help="use every n-th lag of 0-400 ms (default 1)")
     args = parser.parse_args(argv)
     from util.inputs import check_number_flags

@@ -14,6 +14,8 @@ Usage: ``python -m benchmarks.task2_data [--subjects 2 --stimuli 3 --minutes 8 -
 Target: peak-RSS growth from 1x to 10x below 100 MB for the lazy loader.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python benchmarks/task2_data.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import json

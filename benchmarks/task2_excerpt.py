@@ -28,6 +28,8 @@ Usage: ``python -m benchmarks.task2_excerpt [--data DIR] [--vlaai-steps 150] [--
 [--plot report.png] [--no-costly-controls]``
 """
 from __future__ import annotations
+if not __package__:  # run by path (python benchmarks/task2_excerpt.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import time
@@ -37,6 +39,7 @@ import numpy as np
 
 from util.errors import EEGKitError, run_cli
 from util.features import FS_TASK2
+from util.config import seed_arg
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sparrkulee_excerpt"
 N_TAPS = 26  # 0-400 ms at 64 Hz
@@ -279,7 +282,7 @@ def main(argv=None) -> int:
     parser.add_argument("--vlaai-steps", type=int, default=150,
                         help="Adam steps (batch 8 x 5 s) for the small VLAAI (0 skips VLAAI; default 150)")
     parser.add_argument("--shifts", type=int, default=200, help="number of circular shifts for the null (default 200)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for VLAAI training, noise EEG and shifts (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed for VLAAI training, noise EEG and shifts (default 0)")
     parser.add_argument("--segment-s", type=float, default=0.0,
                         help="score segments of this length (challenge rule) instead of the whole test half (default 0)")
     parser.add_argument("--no-costly-controls", action="store_true",

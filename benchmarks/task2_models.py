@@ -29,6 +29,8 @@ no weight norm' is a cost probe: the same weights folded out of weight norm befo
 Example: python -m benchmarks.task2_models --quick --threads 2
 """
 from __future__ import annotations
+if not __package__:  # run by path (python benchmarks/task2_models.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import json

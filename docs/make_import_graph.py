@@ -7,6 +7,8 @@ Nodes are the top-level parts (task experiments drawn on their own), placed on t
 import statements. Every arrow points down (tests/test_layout.py keeps it so).
 """
 from __future__ import annotations
+if not __package__:  # run by path (python docs/make_import_graph.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 from pathlib import Path

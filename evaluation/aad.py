@@ -21,6 +21,8 @@ CLI:
       [--n-min 5] [--p0 0.8] [--comfort 0.65] [--alpha 0.05] [--overwrite]
 """
 from __future__ import annotations
+if not __package__:  # run by path (python evaluation/aad.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import csv

@@ -33,6 +33,8 @@ Library API: `evaluate_files(estimates, references, mixtures, interferers=None) 
 `extraction_aad(rows)`, `plot_report(report, path)`, `write_and_print(report, out, plot)`.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python evaluation/speaker_extraction.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 from collections import Counter

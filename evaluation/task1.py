@@ -36,6 +36,8 @@ CLI:
       [--noise-predictions ZIP|DIR] [--mismatched-predictions ZIP|DIR] [--out report.json] [--overwrite]
 """
 from __future__ import annotations
+if not __package__:  # run by path (python evaluation/task1.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import re

@@ -28,6 +28,8 @@ CLI:
       [--out report.json] [--plot report.png]
 """
 from __future__ import annotations
+if not __package__:  # run by path (python evaluation/task2.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import zipfile
@@ -38,6 +40,7 @@ import numpy as np
 
 from util.errors import EEGKitError, run_cli
 from util.metrics import pearson_np
+from util.config import int_arg
 
 
 # ----------------------------------------------------------------------------- maths
@@ -414,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mismatched-predictions", type=Path, default=None,
                         help="its predictions from mismatched EEG (predict --control mismatched): the "
                              "mismatched-EEG control")
-    parser.add_argument("--n-shifts", type=int, default=None,
+    parser.add_argument("--n-shifts", type=int_arg(1, 100000), default=None,
                         help="circular shifts (>= 2 s) per subject for the null, always computed (default: "
                              "chosen by the scorer, ceil(20 x subjects / 0.05) within [100, 20000], so Holm "
                              "over the subjects can reach p < 0.05; the report states the count)")

@@ -107,18 +107,50 @@ def _merge(base: dict, update: dict) -> None:
 
 # ---------------------------------------------------------------------------
 # Signal helpers
+def _band_sos(fs: float, band: Sequence[float], order: int) -> np.ndarray:
+    """The Butterworth design of `bandpass_eeg` (a high-pass when the upper edge is at or above Nyquist)."""
+    low, high = float(band[0]), float(band[1])
+    if high >= fs / 2.0:
+        return scipy.signal.butter(order, low, btype="highpass", fs=fs, output="sos")
+    return scipy.signal.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
+
+
+MAX_FILTER_MEMORY_S = 60.0  # the band-pass's slowest pole may ring for at most this long (a near-singular design)
+
+
+def check_band(band: Sequence[float] | None, fs: float, order: int) -> None:
+    """Refuse a ``data.band`` the filter design cannot honour: the lower edge at or above Nyquist, or a band
+    so narrow or so low that the slowest pole's time constant exceeds ``MAX_FILTER_MEMORY_S`` (the design
+    is near singular: ``sosfiltfilt`` fails or returns an all-but-zero signal). One config line."""
+    if band is None:
+        return
+    low, high = float(band[0]), float(band[1])
+    if low >= fs / 2.0:
+        raise EEGKitError(f"config: data.band {list(band)}: the lower edge must be below the Nyquist frequency "
+                          f"{fs / 2.0:g} Hz of data.fs_eeg {fs:g}")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            poles = scipy.signal.sos2zpk(_band_sos(fs, band, int(order)))[1]
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
+            raise EEGKitError(f"config: data.band {list(band)}: no Butterworth design of order "
+                              f"{order} at {fs:g} Hz ({error})") from None
+    margin = 1.0 - float(np.max(np.abs(poles))) if len(poles) else 1.0
+    if not np.isfinite(margin) or margin * fs * MAX_FILTER_MEMORY_S < 1.0:
+        raise EEGKitError(f"config: data.band {list(band)} Hz is too narrow or too low for an order-{order} "
+                          f"Butterworth at data.fs_eeg {fs:g} Hz (it rings for over {MAX_FILTER_MEMORY_S:g} s: a "
+                          f"near-singular design); widen the band or lower data.filter_order")
+
+
 def bandpass_eeg(eeg: np.ndarray, fs: float, band: Sequence[float] | None, order: int = 4) -> np.ndarray:
-    """Zero-phase Butterworth band-pass over time; ``eeg`` ``(time, channels)`` -> float32."""
+    """Zero-phase Butterworth band-pass over time; ``eeg`` ``(time, channels)`` -> float32 (`check_band` first)."""
     eeg = np.asarray(eeg, dtype=np.float64)  # (time, C)
     if band is None:
         return eeg.astype(np.float32)
-    low, high = float(band[0]), float(band[1])
-    nyquist = fs / 2.0
-    if high >= nyquist:
-        sos = scipy.signal.butter(order, low, btype="highpass", fs=fs, output="sos")
-    else:
-        sos = scipy.signal.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
-    return scipy.signal.sosfiltfilt(sos, eeg, axis=0).astype(np.float32)
+    check_band(band, fs, order)
+    return scipy.signal.sosfiltfilt(_band_sos(fs, band, order), eeg, axis=0).astype(np.float32)
 
 
 def zscore_per_channel(eeg: np.ndarray, eps: float = 1e-8) -> np.ndarray:

@@ -24,6 +24,8 @@ Library API: `evaluate_run(run, data_dir, split, shuffle_eeg, ...) -> report`, `
 `shuffled_sources(keys, n, seed)`.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python speaker_extraction/evaluate.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 from pathlib import Path
@@ -38,6 +40,7 @@ from evaluation.speaker_extraction import (AAD_WINDOWS_S, add_report_arguments, 
                                            decision_windows, extraction_aad, score_window, se_control_block,
                                            write_and_print)
 from util.errors import EEGKitError, run_cli
+from util.config import seed_arg
 
 
 def shuffled_sources(keys: list[tuple], n_windows: int | None = None, seed: int = 0) -> list[int]:
@@ -198,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="shuffled-EEG control: each window gets EEG from another trial")
     parser.add_argument("--max-windows", type=int, default=0, help="score only the first N windows (0 = all)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the EEG shuffle (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the EEG shuffle (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: the run's train.threads, else torch's)")

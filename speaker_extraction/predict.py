@@ -37,6 +37,8 @@ Library API: `load_run(run) -> (model, config)`, `read_mixture_wav(path)`,
 `read_arrays(path, n_channels)`, `predict_arrays(model, mixture, eeg, where, batch_size, device)`.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python speaker_extraction/predict.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import io
@@ -77,7 +79,10 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[torch
 
     path = resolve_checkpoint(run)
     state = load_checkpoint(path, map_location=device, task="speaker_extraction")
-    config = state["config"]
+    from speaker_extraction.train import resolve_config
+    from util.config import stored_config
+
+    config = stored_config(path, state["config"], resolve_config)  # the schema of train.py, keys since added filled in
     if "model" not in config:
         raise EEGKitError(f"{path}: checkpoint config has no model section")
     model = build_model(config["model"])

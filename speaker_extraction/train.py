@@ -15,6 +15,8 @@ threads; ``train.max_steps_per_epoch`` / ``train.max_val_windows`` make quick ru
 run folder (best.pt, last.pt, config.yaml, log.csv, curves.png) and DDP are `util.trainer.fit`'s.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python speaker_extraction/train.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 from fractions import Fraction
@@ -38,13 +40,22 @@ TASK = "speaker_extraction"
 
 def resolve_config(config: dict) -> dict:
     """`util.config.resolve` against ``configs/defaults.yaml`` and ``configs/schema.yaml`` (unknown keys
-    refused, nearest key named; ranges and choices); the ``model:`` section through the model registry."""
-    from speaker_extraction.models import check_model_config
+    refused, nearest key named; ranges and choices); the ``model:`` section through the model registry
+    (and its size on the meta device); the band-pass design (`speaker_extraction.data.check_band`).
+    Also the check of a checkpoint's stored config (`util.config.stored_config`)."""
+    from speaker_extraction.data import check_band
+    from speaker_extraction.models import MODEL_BUILDERS, MODEL_CLASSES, check_model_config
+    from util.config import check_model_size
 
-    if not isinstance(config.get("model"), dict):
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise EEGKitError("config: missing 'model' section")
     resolved = resolve(config, load_defaults(DEFAULTS_PATH), load_schema(SCHEMA_PATH))
-    check_model_config(resolved["model"])
+    options = check_model_config(resolved["model"])
+    model_type = resolved["model"].get("type", "neurospex")
+    check_model_size("model", lambda: MODEL_BUILDERS[model_type](dict(resolved["model"])), options,
+                     MODEL_CLASSES[model_type].__init__)
+    data = resolved["data"]
+    check_band(data["band"], float(data["fs_eeg"]), int(data["filter_order"]))
     return resolved
 
 

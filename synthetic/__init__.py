@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from util.errors import run_cli  # noqa: F401  (tests call synthetic.run_cli(synthetic.main, ...))
+from util.config import seed_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     kul.add_argument("--subjects", type=int, default=2, help="number of subjects S1..Sn (default 2)")
     kul.add_argument("--trials", type=int, default=8, help="trials per subject (default 8)")
     kul.add_argument("--minutes", type=float, default=1.0, help="minutes per trial (default 1)")
-    kul.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
+    kul.add_argument("--seed", type=seed_arg, default=0, help="random seed; the same seed gives identical files")
     kul.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
     return parser
 

@@ -87,6 +87,7 @@ from synthetic import eeg_forward, speech, task1_test_set
 from util import features
 from util.atomic import atomic_path, atomic_save_npy, atomic_savez, atomic_write_json
 from util.errors import EEGKitError
+from util.config import float_arg, seed_arg
 
 __all__ = ["generate", "add_arguments", "main_args", "FS", "SEGMENT_SAMPLES", "VOICES", "MEL_GAINS"]
 
@@ -250,9 +251,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of held-out test subjects in test_set/ (default 4)")
     parser.add_argument("--test-minutes", type=float, default=None,
                         help="minutes of EEG per test subject (default min(3.5, minutes/2); >= 0.5)")
-    parser.add_argument("--snr-db", type=float, default=DEFAULT_SNR_DB,
+    parser.add_argument("--snr-db", type=float_arg(-100, 100), default=DEFAULT_SNR_DB,
                         help=f"mean stimulus-driven vs background EEG power in dB (default {DEFAULT_SNR_DB})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives identical files")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="random seed; the same seed gives identical files")
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
 
 

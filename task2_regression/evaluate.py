@@ -31,6 +31,8 @@ Held-out-subject scoring reuses `group_segments` / `score_with_controls` with it
 per-segment ``transform``.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python task2_regression/evaluate.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import sys
@@ -47,6 +49,7 @@ from util.errors import EEGKitError, run_cli
 from util.outdir import check_out_files
 from util.features import FS_TASK2
 from util.windowing import seconds_to_samples
+from util.config import int_arg, seed_arg
 
 FS = FS_TASK2
 
@@ -247,11 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-costly-controls", action="store_true",
                         help="leave out the controls that rerun the model (noise EEG, mismatched EEG); the "
                              "circular-shift null (cheap) stays")
-    parser.add_argument("--n-shifts", type=int, default=None,
+    parser.add_argument("--n-shifts", type=int_arg(1, 100000), default=None,
                         help="circular shifts (>= 2 s) per subject for the null (default: chosen by the scorer, "
                              "ceil(20 x subjects / 0.05) within [100, 20000], so Holm over the subjects can reach "
                              "p < 0.05; the report states the count)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and of the shifts (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the noise EEG and of the shifts (default 0)")
     args = parser.parse_args(argv)
     check_out_files([("--out", args.out), ("--plot", args.plot)], args.overwrite, [args.run, args.data])
     report = evaluate_within_subject(args.run, args.data, args.split, args.segment_s, args.checkpoint,
@@ -411,14 +414,14 @@ def main_heldout(argv: Sequence[str]) -> int:
                         help="segment lengths (s) of the score-vs-segment-length curve (default 5,10,20,30)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last", "averaged"),
                         help="which checkpoint of the run to use (default: best)")
-    parser.add_argument("--n-shifts", type=int, default=None,
+    parser.add_argument("--n-shifts", type=int_arg(1, 100000), default=None,
                         help="circular shifts (>= 2 s) per subject for the null (default: chosen by the scorer, "
                              "ceil(20 x subjects / 0.05) within [100, 20000], so Holm over the subjects can reach "
                              "p < 0.05; the report states the count)")
     parser.add_argument("--no-costly-controls", action="store_true",
                         help="skip the controls that need extra model passes (noise EEG, mismatched EEG); the "
                              "circular-shift null is always computed")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and the shifts (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the noise EEG and the shifts (default 0)")
     parser.add_argument("--out", default=None, help="write the report (with the curve) as JSON to this file")
     parser.add_argument("--plot", default=None, help="write the score-vs-segment-length curve to this PNG")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --out / --plot files")

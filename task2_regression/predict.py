@@ -32,6 +32,8 @@ partial output. A non-empty PRED needs ``--overwrite``; the folder is then repla
 (written into a temporary sibling and renamed), and a prediction with NaN/Inf is never written.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python task2_regression/predict.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 from pathlib import Path
@@ -46,6 +48,7 @@ from util.outdir import check_out_dir, staged_dir
 from util.errors import EEGKitError, run_cli
 from evaluation.task2 import mapping_files, subject_of
 from util.features import BANDS
+from util.config import seed_arg
 from task2_regression.data import zscore_time
 
 CHECKPOINTS = ("best", "last", "averaged")
@@ -65,7 +68,10 @@ def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, 
         raise EEGKitError(f"{run_dir}: run folder not found")
     path = run_dir / f"{checkpoint}.pt"
     state = load_checkpoint(path, task="task2")
-    cfg = state["config"]
+    from task2_regression.run_config import check_config
+    from util.config import stored_config
+
+    cfg = stored_config(path, state["config"], check_config)  # the schema of train.py; keys added since are filled in
     targets = list(cfg.get("targets") or [cfg.get("target", "mel")])
     model = build_model(cfg["model"], {name: BANDS[name] for name in targets})
     try:
@@ -376,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "per-channel mean and std) or mismatched (each segment gets another segment's EEG "
                              "of the same subject); score with python -m evaluation.task2 --noise-predictions / "
                              "--mismatched-predictions (default none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the --control EEG (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the --control EEG (default 0)")
     parser.add_argument("--unseen", default="error", choices=UNSEEN,
                         help="per-subject runs only (train.py --per-subject): a test subject without its own "
                              "model is an error (default), or 'average': the mean of every subject model's "

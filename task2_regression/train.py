@@ -24,6 +24,8 @@ fits one run per training subject under ``OUT/<subject>/`` (``data.subjects: [su
 target, ``cat_wavenet`` is a single-stage WaveNet without cross-attention; a warning says so.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python task2_regression/train.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import copy
@@ -43,41 +45,25 @@ from util.outdir import check_out_dir
 from util.split_data import (apply_holdout, check_subjects, choose_holdout,  # noqa: F401
                              training_subjects, used_subjects)
 from util.windowing import seconds_to_samples
+from task2_regression.run_config import DEFAULTS_PATH, SCHEMA_PATH, SUBMITTED_TARGETS, check_config  # noqa: F401
 
 AUDIO_TARGETS = ("mel80", "mag")
-SUBMITTED_TARGETS = ("mel", "envelope")
-DEFAULTS_PATH = Path(__file__).resolve().parent / "configs" / "defaults.yaml"
-SCHEMA_PATH = Path(__file__).resolve().parent / "configs" / "schema.yaml"
 TASK = "task2"
 
 
 # --------------------------------------------------------------------------- config
 def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | None = None,
                    say: Callable[[str], None] = print, groups: dict | None = None) -> dict:
-    """`util.config.resolve` against configs/defaults.yaml, then the trained targets; returns a copy.
+    """`check_config`, then the trained targets and subjects against the data; returns a copy.
 
     ``groups``: `task2_regression.data.discover`'s result for ``data_dir`` when the caller has it.
     """
     from task2_regression import data as split_data
     from task2_regression import stimulus_targets
 
-    from task2_regression.models import check_model_config
-
-    cfg = config_util.resolve(config, config_util.load_defaults(DEFAULTS_PATH), config_util.load_schema(SCHEMA_PATH))
+    cfg = check_config(config)
     target = cfg["target"]
-    if target not in SUBMITTED_TARGETS:
-        raise EEGKitError(f"config: target must be 'mel' or 'envelope', got {target!r}")
     targets = list(cfg["targets"] or [target])
-    unknown = [t for t in targets if t not in BANDS]
-    if unknown:
-        raise EEGKitError(f"config: unknown targets {unknown} (known: {list(BANDS)})")
-    if target not in targets:
-        raise EEGKitError(f"config: the submitted target {target!r} is not in targets {targets} "
-                          f"(add it, e.g. 'targets=[{', '.join([target] + targets)}]', or leave targets out to "
-                          f"train [target] alone)")
-    if "type" not in cfg["model"]:
-        raise EEGKitError("config: missing model.type")
-    check_model_config(cfg["model"])
     data, train = cfg["data"], cfg["train"]
     if data["sampling"] not in ("fixed", "random"):
         raise EEGKitError(f"config: data.sampling must be fixed or random, got {data['sampling']!r}")

@@ -2,7 +2,8 @@
 
 Run a training script with ``torchrun --nproc_per_node K script.py ...`` and
 `init_distributed` joins the process group from the environment variables
-torchrun sets; the same script without torchrun runs as one process.
+torchrun sets (`launch_env` checks them: a stale ``RANK`` or a ``WORLD_SIZE`` without
+torchrun is one line, never guessed); the same script without torchrun runs as one process.
 `shard_indices` is a DistributedSampler equivalent over any list of items
 (recordings or windows): every rank gets a disjoint, equally long share of one
 seeded permutation per epoch.
@@ -51,14 +52,53 @@ def check_device(device: str, flag: str = "--device") -> torch.device:
     return parsed
 
 
+RANK_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # torchrun sets all three (and MASTER_ADDR, MASTER_PORT)
+
+
+def launch_env(environ=None) -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's environment variables; one line when they do not fit.
+
+    The rule: none of ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set (or all empty) is one process,
+    ``(0, 1, 0)``. Once any is set, all three must be whole numbers with ``0 <= RANK < WORLD_SIZE``
+    and ``0 <= LOCAL_RANK < WORLD_SIZE``, and ``WORLD_SIZE > 1`` also needs ``MASTER_ADDR`` and
+    ``MASTER_PORT``: exactly what torchrun sets. Anything else is refused, never guessed: a stale
+    ``RANK=1`` left in a shell would make a lone process skip rank 0's writes, and ``WORLD_SIZE=2``
+    without torchrun would wait for a partner that never comes.
+    """
+    from util.errors import EEGKitError
+
+    environ = os.environ if environ is None else environ
+    given = {name: environ.get(name, "").strip() for name in RANK_VARS}
+    if not any(given.values()):
+        return 0, 1, 0
+    shown = " ".join(f"{name}={environ[name]!r}" for name in RANK_VARS if name in environ)
+    hint = ("run the script under torchrun (torchrun --nproc_per_node K -m ...), or unset RANK, WORLD_SIZE and "
+            "LOCAL_RANK for one process")
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise EEGKitError(f"environment {shown}: {', '.join(missing)} not set; {hint}")
+    try:
+        rank, world_size, local_rank = (int(given[name]) for name in RANK_VARS)
+    except ValueError:
+        raise EEGKitError(f"environment {shown}: not whole numbers; {hint}") from None
+    if not (world_size >= 1 and 0 <= rank < world_size and 0 <= local_rank < world_size):
+        raise EEGKitError(f"environment {shown}: needs 0 <= RANK < WORLD_SIZE and 0 <= LOCAL_RANK < WORLD_SIZE; "
+                          f"{hint}")
+    if world_size > 1:
+        absent = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not environ.get(name, "").strip()]
+        if absent:
+            raise EEGKitError(f"environment {shown}: WORLD_SIZE > 1 without {' and '.join(absent)} (not started by "
+                              f"torchrun); {hint}")
+    return rank, world_size, local_rank
+
+
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the torchrun process group if there is one; pick the device.
 
-    ``device`` forces 'cpu' or 'cuda'; by default CUDA is used when available.
+    ``device`` forces 'cpu' or 'cuda'; by default CUDA is used when available. The environment is read
+    by `launch_env` (an inconsistent one is refused before anything else happens).
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size, local_rank = launch_env()
     use_cuda = torch.cuda.is_available() if device is None else check_device(device).type == "cuda"
     if use_cuda:
         torch.cuda.set_device(local_rank)

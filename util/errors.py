@@ -6,7 +6,8 @@ stderr and exits with status 2 instead of showing a traceback. `run_cli` also
 turns what slips through into one line: OS errors (permission, missing folder,
 disk full; the path comes from ``error.filename``), decoding errors,
 `RecursionError` and `MemoryError`. Every CLI honours ``--debug`` (taken out of
-the arguments by `run_cli`) or ``EEGKIT_DEBUG=1``: then the full traceback is shown.
+the arguments by `run_cli`) or ``EEGKIT_DEBUG=1``: then the full traceback is shown. Boolean
+environment variables are read by `env_flag` (1/true/yes/on, 0/false/no/off; anything else refused).
 """
 from __future__ import annotations
 
@@ -54,8 +55,28 @@ def describe(error: BaseException) -> str | None:
     return None
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("", "0", "false", "no", "off")
+
+
+def env_flag(name: str) -> bool:
+    """A boolean environment variable: 1/true/yes/on or 0/false/no/off (any case; unset or empty: false).
+
+    Anything else is one `EEGKitError` line naming the variable (``EEGKIT_DEBUG=maybe`` is not silently true).
+    """
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise EEGKitError(f"environment variable {name}={raw!r}: expected one of {', '.join(TRUE_WORDS[:2])} or "
+                      f"{', '.join(FALSE_WORDS[1:3])} (also yes/no, on/off)")
+
+
 def debug_enabled(argv: list[str]) -> bool:
-    return DEBUG_FLAG in argv or os.environ.get("EEGKIT_DEBUG", "") not in ("", "0")
+    """``--debug`` among the arguments, or ``EEGKIT_DEBUG`` true (`env_flag`)."""
+    return DEBUG_FLAG in argv or env_flag("EEGKIT_DEBUG")
 
 
 def _stdout_to_devnull() -> None:
@@ -72,7 +93,11 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     ``--debug`` is removed from the arguments; with it (or ``EEGKIT_DEBUG=1``) errors show their traceback.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = debug_enabled(args)
+    try:
+        debug = debug_enabled(args)
+    except EEGKitError as error:  # EEGKIT_DEBUG=maybe
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     args = [a for a in args if a != DEBUG_FLAG]
     wants_help = any(a in ("-h", "--help") for a in args)
     import argparse

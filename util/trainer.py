@@ -191,7 +191,190 @@ def check_resume(config: dict, out_dir: Path, task: str) -> dict:
         raise EEGKitError(f"{last_path}: --resume with a different config: {shown}"
                           f"{' ...' if len(differences) > 3 else ''}; only train.epochs may change "
                           f"(use a new --out for a new config)")
+    epoch = _check_extra(state.get("extra"), last_path)
+    check_log(Path(out_dir) / "log.csv", epoch + 1)
     return state
+
+
+# --------------------------------------------------------------------------- resume: the saved state, checked
+MAX_EPOCH = 10**7  # an epoch number in last.pt beyond this is not one the kit wrote
+MAX_LOG_BYTES = 64 << 20  # log.csv: one row per epoch (a few hundred bytes each)
+
+
+def _damaged(path, what: str, why: str) -> EEGKitError:
+    return EEGKitError(f"{path}: {what} {why}; the file was edited or damaged (resume from a copy of the run, "
+                       f"or start a new --out)")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_float(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_extra(extra, path) -> int:
+    """The epoch of a ``last.pt`` after checking its ``extra`` entries (epoch, early stopping, random state)."""
+    if not isinstance(extra, dict):
+        raise _damaged(path, "its 'extra' entry", f"is {type(extra).__name__}, not a mapping")
+    epoch = extra.get("epoch", -1)
+    if not _is_int(epoch) or not -1 <= epoch <= MAX_EPOCH:
+        raise _damaged(path, "its epoch", f"is {epoch!r}, not a whole number in -1 .. {MAX_EPOCH}")
+    stopping = extra.get("early_stopping")
+    if stopping is not None:
+        if not isinstance(stopping, dict) or set(stopping) != {"best", "bad_checks"}:
+            raise _damaged(path, "its early-stopping state", f"is {stopping!r}, expected {{best, bad_checks}}")
+        if not (stopping["best"] is None or _is_float(stopping["best"])) or not _is_int(stopping["bad_checks"]) \
+                or not 0 <= stopping["bad_checks"] <= MAX_EPOCH:
+            raise _damaged(path, "its early-stopping state", f"{stopping!r} is out of range")
+    if extra.get("rng") is not None:
+        _check_rng(extra["rng"], path)
+    return epoch
+
+
+def _check_rng(rng, path) -> None:
+    """The saved random state (`_rng_state`'s layout), then applied once: the libraries check the rest."""
+    ok = isinstance(rng, dict) and set(rng) >= {"torch", "numpy", "python"}
+    if ok:
+        t, n, p = rng["torch"], rng["numpy"], rng["python"]
+        ok = (torch.is_tensor(t) and t.dtype == torch.uint8 and t.shape == torch.get_rng_state().shape
+              and isinstance(n, (list, tuple)) and len(n) == 5 and n[0] == "MT19937" and torch.is_tensor(n[1])
+              and tuple(n[1].shape) == (624,) and not n[1].is_floating_point()
+              and bool(((n[1] >= 0) & (n[1] < 2**32)).all()) and _is_int(n[2]) and 0 <= n[2] <= 624
+              and n[3] in (0, 1) and _is_int(n[3]) and _is_float(n[4])
+              and isinstance(p, (list, tuple)) and len(p) == 3 and _is_int(p[0]) and torch.is_tensor(p[1])
+              and tuple(p[1].shape) == (625,) and not p[1].is_floating_point()
+              and bool(((p[1] >= 0) & (p[1] < 2**32)).all()) and (p[2] is None or _is_float(p[2])))
+    if not ok:
+        raise _damaged(path, "its random state (extra.rng)", "does not have the layout the kit writes")
+    try:
+        _set_rng_state(rng)
+    except (RuntimeError, ValueError, TypeError, OverflowError) as error:
+        raise _damaged(path, "its random state (extra.rng)", f"is refused ({str(error).splitlines()[0]})") from None
+
+
+def check_log(path: Path, rows_needed: int) -> None:
+    """``log.csv`` of a run being resumed: text, a header starting with ``epoch``, rows ``0 .. n-1`` of numbers
+    (empty where an epoch had no validation), at least ``rows_needed`` of them (the epochs in last.pt)."""
+    import csv
+    import io
+
+    from util.inputs import read_regular
+
+    if not path.exists():
+        if rows_needed > 0:
+            raise EEGKitError(f"{path}: missing, but last.pt is at epoch {rows_needed - 1}; the run folder is "
+                              f"incomplete (resume from a copy of the run, or start a new --out)")
+        return
+    data = read_regular(path, MAX_LOG_BYTES, what="training log")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _damaged(path, "the training log", f"is not UTF-8 text (byte {error.start})") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise _damaged(path, "the training log", "is empty")
+    header = rows[0]
+    if not header or header[0] != "epoch" or len(set(header)) != len(header) or "" in header:
+        raise _damaged(path, "its header", f"{header[:6]!r} is not the kit's (epoch first, names unique)")
+    for index, row in enumerate(rows[1:]):
+        if len(row) != len(header):
+            raise _damaged(path, f"row {index + 1}", f"has {len(row)} fields, the header {len(header)}")
+        if row[0] != str(index):
+            raise _damaged(path, f"row {index + 1}", f"has epoch {row[0][:20]!r}, expected {index}")
+        for name, value in zip(header[1:], row[1:]):
+            try:
+                float(value) if value != "" else None
+            except ValueError:
+                raise _damaged(path, f"row {index + 1}", f"holds {value[:20]!r} in column {name[:40]!r}, not a "
+                                                         f"number") from None
+    if len(rows) - 1 < rows_needed:
+        raise _damaged(path, "the training log", f"holds {len(rows) - 1} epoch(s), but last.pt is at epoch "
+                                                 f"{rows_needed - 1}")
+
+
+def _check_optimizer(saved, model: torch.nn.Module, path) -> None:
+    """Adam's saved state against the model: one group, one entry per parameter of its shape, finite numbers."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict) \
+            or not isinstance(saved.get("param_groups"), (list, tuple)) or len(saved["param_groups"]) != 1:
+        raise _damaged(path, "its optimizer state", "does not have the layout the kit writes")
+    group = saved["param_groups"][0]
+    params = list(model.parameters())
+    if not isinstance(group, dict) or list(group.get("params", [])) != list(range(len(params))):
+        raise _damaged(path, "its optimizer state", f"does not list the model's {len(params)} parameters")
+    for key in ("lr", "eps", "weight_decay"):
+        if key in group and not (_is_float(group[key]) and group[key] >= 0):
+            raise _damaged(path, f"its optimizer's {key}", f"is {group[key]!r}")
+    betas = group.get("betas")
+    if betas is not None and not (isinstance(betas, (list, tuple)) and len(betas) == 2
+                                  and all(_is_float(b) and 0 <= b < 1 for b in betas)):
+        raise _damaged(path, "its optimizer's betas", f"are {betas!r}")
+    for index, entry in saved["state"].items():
+        if not _is_int(index) or not 0 <= index < len(params) or not isinstance(entry, dict):
+            raise _damaged(path, "its optimizer state", f"has an entry {index!r} for no parameter")
+        for key, value in entry.items():
+            if not torch.is_tensor(value) or not value.is_floating_point() or not bool(torch.isfinite(value).all()):
+                raise _damaged(path, f"its optimizer's {key} of parameter {index}", "is not a finite tensor")
+            if key == "step" and (value.numel() != 1 or float(value) < 0):
+                raise _damaged(path, f"its optimizer's step of parameter {index}", f"is {value.tolist()!r}")
+            if key != "step" and value.shape != params[index].shape:
+                raise _damaged(path, f"its optimizer's {key} of parameter {index}",
+                               f"has shape {tuple(value.shape)}, the parameter {tuple(params[index].shape)}")
+            if key == "exp_avg_sq" and bool((value < 0).any()):
+                raise _damaged(path, f"its optimizer's {key} of parameter {index}", "holds negative values")
+
+
+def _same_layout(fresh, saved) -> bool:
+    """``saved`` has the structure of ``fresh`` (a scheduler's state_dict): keys, numbers, lists of numbers."""
+    if isinstance(fresh, dict):
+        return isinstance(saved, dict) and set(saved) == set(fresh) and all(
+            _same_layout(fresh[k], saved[k]) for k in fresh)
+    if isinstance(fresh, (list, tuple)):
+        return isinstance(saved, (list, tuple)) and len(saved) == len(fresh) and all(
+            _same_layout(a, b) for a, b in zip(fresh, saved))
+    if isinstance(fresh, bool):
+        return isinstance(saved, bool)
+    number = isinstance(saved, (int, float)) and not isinstance(saved, bool) and not math.isnan(saved)
+    if isinstance(fresh, (int, float)):  # (ReduceLROnPlateau starts from best = -inf)
+        return number and (isinstance(fresh, float) or _is_int(saved))
+    if fresh is None:
+        return saved is None or number
+    if isinstance(fresh, str):
+        return isinstance(saved, str)
+    return True
+
+
+def restore(state: dict, path, model: torch.nn.Module, optimizer, scheduler, early: EarlyStopping) -> int:
+    """Load a checked ``last.pt`` into the model, Adam, the scheduler, early stopping and the random state;
+    returns the first epoch to run. Anything that does not fit is one line naming the file."""
+    weights = state["model"]
+    broken = [name for name, value in weights.items()
+              if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if broken:
+        raise _damaged(path, "its model weights", f"hold NaN/Inf ({broken[0]})")
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        raise _damaged(path, "its model weights", f"do not fit the model ({str(error).splitlines()[0][:200]})") \
+            from None
+    if state.get("optimizer") is not None:
+        _check_optimizer(state["optimizer"], model, path)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as error:
+            raise _damaged(path, "its optimizer state", f"is refused ({str(error).splitlines()[0][:200]})") from None
+    if state.get("scheduler") is not None:
+        if not _same_layout(scheduler.state_dict(), state["scheduler"]):
+            raise _damaged(path, "its learning-rate scheduler state", "does not have the layout of the run's scheduler")
+        scheduler.load_state_dict(state["scheduler"])
+    extra = state.get("extra") or {}
+    epoch = _check_extra(extra, path)
+    if extra.get("early_stopping") is not None:
+        early.load_state_dict(extra["early_stopping"])
+    if extra.get("rng") is not None:
+        _set_rng_state(extra["rng"])
+    return epoch + 1
 
 
 def _scheduler(optimizer, tcfg: dict):
@@ -241,17 +424,7 @@ def _fit(config: dict, out_dir: str | Path, info: distributed.DistInfo, build: C
     start_epoch, epochs = 0, int(tcfg["epochs"])
     last_path = out_dir / "last.pt"
     if resume:
-        core.load_state_dict(state["model"])
-        if state.get("optimizer") is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        if state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        extra = state.get("extra") or {}
-        start_epoch = int(extra.get("epoch", -1)) + 1
-        if extra.get("early_stopping") is not None:
-            early.load_state_dict(extra["early_stopping"])
-        if extra.get("rng") is not None:
-            _set_rng_state(extra["rng"])
+        start_epoch = restore(state, last_path, core, optimizer, scheduler, early)  # every entry checked first
         speak(f"resumed from {last_path} at epoch {start_epoch}")
     logger = CSVLogger(out_dir / "log.csv", resume=resume) if info.is_main else None
     if logger is not None:

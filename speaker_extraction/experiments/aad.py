@@ -90,6 +90,8 @@ Library API: ``run_aad(...) -> dict``, ``load_trials``, ``loto_folds``, ``folds_
 ``ridge_fold``, ``inner_cv_scores``, ``window_rows``, ``main(argv)``.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python speaker_extraction/experiments/aad.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[2])  # noqa: E401,E702
 
 import argparse
 import contextlib
@@ -113,6 +115,7 @@ from evaluation.aad import DECISION_WINDOWS_S, parse_windows
 from util.atomic import atomic_save_npy, atomic_write_text
 from util.errors import EEGKitError, run_cli
 from util.features import FS_TASK2, gammatone_envelope, load_audio, resample
+from util.config import int_arg, seed_arg
 
 # torch and the modules that import it (speaker_extraction.data, task2_regression, util.metrics) are
 # imported inside the functions that need them, so argument errors are reported without loading torch.
@@ -970,9 +973,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-controls", action="store_true",
                         help="leave out the controls of r(attended): noise EEG, circular shift, mismatched EEG "
                              "(another trial's EEG); on by default")
-    parser.add_argument("--n-shifts", type=int, default=100,
+    parser.add_argument("--n-shifts", type=int_arg(1, 100000), default=100,
                         help="circular shifts (>= 2 s) of the null per held-out trial (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noise EEG and the shifts (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the noise EEG and the shifts (default 0)")
     parser.add_argument("--no-progress", action="store_true",
                         help="hide progress bars (they are also hidden when stderr is not a terminal)")
     return parser

@@ -21,6 +21,8 @@ system, 8 evaluation windows. Its numbers mean nothing about the method.
 Configs whose resolved content is identical share one trained run.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python speaker_extraction/experiments/paper_tables.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[2])  # noqa: E401,E702
 
 import argparse
 import json
@@ -37,6 +39,7 @@ from util.atomic import atomic_savefig, atomic_write_json, atomic_write_text
 from util.config import load_config
 from util.errors import EEGKitError, run_cli
 from util.outdir import check_out_dir, prepare_out_dir
+from util.config import int_arg
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MAIN_SYSTEM = "neurospex_small"
@@ -246,9 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="KUL-format dataset folder (S*.mat + stimuli/)")
     parser.add_argument("--out", default="results/speaker_extraction", help="output folder (default results/speaker_extraction)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (1-s windows, 2 steps, 8 windows): proves the path only")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=int_arg(1, 1000000), default=None,
                         help="cap train.epochs of every system (compute budget; stated in tables.md)")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int_arg(0, 4096), default=0, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--overwrite", action="store_true",
                         help="allow a non-empty --out (its reports and tables are replaced; runs with a best.pt "

@@ -21,7 +21,7 @@ def check_model_config(model_cfg: dict) -> dict:
     from util.config import check_options
 
     model_type = model_cfg.get("type", "neurospex")
-    if model_type not in MODEL_BUILDERS:
+    if not isinstance(model_type, str) or model_type not in MODEL_BUILDERS:
         raise EEGKitError(f"config: unknown speaker-extraction model type {model_type!r}; "
                           f"known: {', '.join(sorted(MODEL_BUILDERS))}")
     options = {k: v for k, v in model_cfg.items() if k != "type"}

@@ -35,6 +35,8 @@ Outputs in --out: tables.md, scores.png (ours vs the paper), results.json (every
 COMMAND.txt (the exact command line), runs/<row>/ and predictions/<row>/.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python task2_regression/experiments/paper_tables.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[2])  # noqa: E401,E702
 
 import argparse
 import json
@@ -51,6 +53,7 @@ import numpy as np
 from util.atomic import atomic_savefig, atomic_write_json, atomic_write_text
 from util.outdir import check_out_dir, prepare_out_dir
 from util.errors import EEGKitError, run_cli
+from util.config import float_arg, int_arg
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "task2_regression" / "configs"
@@ -330,21 +333,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "and write markdown tables beside the paper's numbers.")
     parser.add_argument("--data", required=True, help="dataset root with derivatives/split_data, stimuli/ and test_set/")
     parser.add_argument("--out", default="results/task2", help="output folder (default: results/task2)")
-    parser.add_argument("--epochs-scale", type=float, default=1.0,
+    parser.add_argument("--epochs-scale", type=float_arg(0, 1000, low_open=True), default=1.0,
                         help="multiply every config's train.epochs by this (at least 1 epoch; default 1)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny models and 1 epoch: a fast pipeline check whose numbers mean nothing")
     parser.add_argument("--cache-dir", default=None,
                         help="cache folder for the mel80/mag targets (default: DATA/derivatives/stimulus_targets; "
                              "set it to leave a shared dataset folder untouched)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=int_arg(1, 4096), default=1,
                         help="torch intra-op threads (default 1: runs side by side with other jobs on a shared box)")
     parser.add_argument("--overwrite", action="store_true",
                         help="allow a non-empty --out (its runs, predictions and tables are replaced)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other rows of an existing OUT/results.json and re-make the tables from all "
                              "of them (to split a long remake into several commands)")
-    parser.add_argument("--n-shifts", type=int, default=None,
+    parser.add_argument("--n-shifts", type=int_arg(1, 100000), default=None,
                         help="circular shifts per subject for the null (default: chosen by the scorer, "
                              "ceil(20 x subjects / 0.05) within [100, 20000], so Holm can reach p < 0.05)")
     parser.add_argument("--no-costly-controls", action="store_true",
@@ -364,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not needed.is_dir():
             raise EEGKitError(f"{needed}: folder not found (the tables need a held-out test set with labels)")
     keys = [k.strip() for k in args.rows.split(",") if k.strip()]
+    if not keys:
+        raise EEGKitError(f"--rows {args.rows!r}: names no row (known: {','.join(ROWS)})")
     unknown = [k for k in keys if k not in ROWS]
     if unknown:
         raise EEGKitError(f"--rows: unknown rows {unknown} (known: {list(ROWS)})")

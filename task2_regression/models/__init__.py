@@ -45,7 +45,7 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> dict:
     known keys, types of the defaults, finite numbers, sizes >= 1); returns the checked options."""
     cfg = dict(model_cfg or {})
     model_type = cfg.pop("type", None)
-    if model_type not in MODELS:
+    if not isinstance(model_type, str) or model_type not in MODELS:
         raise EEGKitError(f"config: model.type must be one of {', '.join(MODEL_TYPES)}, got {model_type!r}")
     return check_options("model", cfg, MODELS[model_type].__init__, getattr(MODELS[model_type], "CONFIG_RANGES", None))
 
