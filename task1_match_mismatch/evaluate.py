@@ -33,6 +33,8 @@ significantly above it: the model then picks the matched stimulus without the EE
 draws the accuracies per subject with the chance band and the controls.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python task1_match_mismatch/evaluate.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import math
@@ -49,6 +51,7 @@ from util.errors import EEGKitError, run_cli
 from util.features import FS_TASK2 as FS
 from util.outdir import check_out_files
 from util.windowing import seconds_to_samples
+from util.config import seed_arg
 
 BATCH_SIZE = 64
 CONTROLS = ("noise EEG", "mismatched EEG")
@@ -278,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which checkpoint of the run to use (default: best)")
     parser.add_argument("--no-controls", action="store_true",
                         help="leave out the noise-EEG and mismatched-EEG controls (two more passes of the model)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed_arg, default=0,
                         help="seed of the matched positions, the imposters and the noise EEG (default 0)")
     return parser
 

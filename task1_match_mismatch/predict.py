@@ -69,7 +69,10 @@ def load_run(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, dict]:
         raise EEGKitError(f"{run_dir}: run folder not found")
     path = run_dir / f"{checkpoint}.pt"
     state = load_checkpoint(path, task="task1")
-    cfg = state["config"]
+    from task1_match_mismatch.train import check_config
+    from util.config import stored_config
+
+    cfg = stored_config(path, state["config"], check_config)  # the schema of train.py; keys added since are filled in
     model = build_model(cfg["model"])
     try:
         model.load_state_dict(state["model"])

@@ -25,6 +25,8 @@ out of train and val and stores them as ``data.holdout_subjects``
 (``python -m task1_match_mismatch.evaluate --heldout`` scores them as unseen subjects).
 """
 from __future__ import annotations
+if not __package__:  # run by path (python task1_match_mismatch/train.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
 import os

@@ -20,6 +20,8 @@ accuracy_grid.md (the table), accuracy_grid.json (every report), accuracy_grid.p
 the number of candidates with the chance band), COMMAND.txt (the exact command line), runs/<cell>/.
 """
 from __future__ import annotations
+if not __package__:  # run by path (python task1_match_mismatch/experiments/accuracy_grid.py ...): import the kit from the repository root
+    import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[2])  # noqa: E401,E702
 
 import argparse
 import json
@@ -35,6 +37,7 @@ import numpy as np
 from util.atomic import atomic_savefig, atomic_write_json, atomic_write_text
 from util.errors import EEGKitError, run_cli
 from util.outdir import check_out_dir, prepare_out_dir
+from util.config import seed_arg
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "task1_match_mismatch" / "configs" / "dilated_conv_small.yaml"
@@ -167,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-per-cell", action="store_true",
                         help="train one model per cell (data.n_imposters = the cell's) instead of one per window "
                              f"length trained with {TRAIN_IMPOSTERS} imposters")
-    parser.add_argument("--seed", type=int, default=0, help="train.seed and the evaluation seed (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="train.seed and the evaluation seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out (its files are replaced)")
     parser.add_argument("overrides", nargs="*", help="config overrides as dotted.key=value, e.g. train.epochs=4")
     return parser
