@@ -426,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise EEGKitError(f"--n-shifts {args.n_shifts}: must be at least 1")
     from util.outdir import check_out_files
 
-    check_out_files([("--out", args.out), ("--plot", args.plot)], args.overwrite, [args.predictions, args.labels])
+    check_out_files([("--out", args.out), ("--plot", args.plot)], args.overwrite,
+                    [args.predictions, args.labels, args.noise_predictions, args.mismatched_predictions])
 
     labels = load_labels(args.labels)
     predictions = load_predictions(args.predictions)

@@ -337,10 +337,14 @@ def staged_dir(path: str | os.PathLike, flag: str = "--out", overwrite: bool | N
                 old = parent / temp_name(path.name, "-old")
                 os.replace(path, old)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(tmp, ignore_errors=True)
             if old is not None and old.exists() and not path.exists():
                 os.replace(old, path)  # the new folder could not take its place: the old one goes back
+            if isinstance(error, OSError) and str(error.filename or "").startswith(f"{tmp}{os.sep}"):
+                # name the file as the user will know it (the temporary folder is gone)
+                raise type(error)(error.errno, error.strerror, str(path) + str(error.filename)[len(str(tmp)):]) \
+                    from None
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
