@@ -256,10 +256,14 @@ def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform:
     return subjects
 
 
-def write_predictions(subjects: dict[str, dict[str, int]], out_dir) -> list[Path]:
-    """PRED/sub-XXX.json = {segment_id: index}; the folder is written whole (`util.outdir.staged_dir`)."""
+PRED_FILES = ("sub-*.json",)  # all a prediction folder holds: --overwrite replaces nothing else
+
+
+def write_predictions(subjects: dict[str, dict[str, int]], out_dir, overwrite: bool | None = None) -> list[Path]:
+    """PRED/sub-XXX.json = {segment_id: index}; the folder is written whole (`util.outdir.staged_dir`, under
+    PRED's lock file; ``overwrite`` False: refused if another process filled PRED since the checks)."""
     out_dir = Path(out_dir)
-    with staged_dir(out_dir) as tmp:
+    with staged_dir(out_dir, "--out", overwrite=overwrite) as tmp:
         for subject, chosen in subjects.items():
             atomic_write_json(tmp / f"{subject}.json", {segment_id: int(i) for segment_id, i in chosen.items()},
                               indent=1)
@@ -294,10 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from util.inputs import finite_number
 
     finite_number(args.seed, "--seed", minimum=0, integer=True)
-    check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.run, args.test_set])
+    check_out_dir(args.out, overwrite=args.overwrite, inputs=[args.run, args.test_set], own=PRED_FILES)
     transform = None if CONTROLS[args.control] is None else CONTROLS[args.control](args.seed)
     subjects = predict_test_set(args.run, args.test_set, args.checkpoint, eeg_transform=transform)
-    paths = write_predictions(subjects, args.out)
+    paths = write_predictions(subjects, args.out, overwrite=args.overwrite)
     n_segments = sum(len(s) for s in subjects.values())
     print(f"wrote {len(paths)} subject files ({n_segments} segments) to {args.out}")
     return 0
