@@ -8,6 +8,8 @@ One call per CLI, before anything is read or written (each refusal is one line n
 What ``--overwrite`` may replace: only an earlier output of the same tool. Never, with or without it:
 
 - a path that is one of the ``inputs``, holds one, or lies inside one (realpaths: symlinks resolved);
+  the one exception is a new name in an input that is a training run folder (a report or prediction
+  folder beside its run, ``--out RUN/heldout.json``), never one of the run's own files (`RUN_OWN`);
 - a run's checkpoint: a ``*.pt``/``*.pth`` file, anything in a run's ``checkpoints/`` folder, a run
   folder itself (``best.pt``/``last.pt``/``averaged.pt``/``checkpoints/`` in it) unless the tool is
   the trainer (``resumable``);
@@ -54,6 +56,8 @@ LOCK_SUFFIX = ".eegkit-lock"  # ".<name>.eegkit-lock" beside the output it guard
 CHECKPOINT_NAMES = ("best.pt", "last.pt", "averaged.pt")
 CHECKPOINT_FOLDER = "checkpoints"
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
+# what a training run folder holds (util.trainer, per-subject parents): never written by another tool
+RUN_OWN = (*CHECKPOINT_NAMES, CHECKPOINT_FOLDER, "config.yaml", "log.csv", "curves.png", "per_subject.json")
 
 
 def _real(path: str | os.PathLike) -> Path:
@@ -81,6 +85,12 @@ def _check_writable(path: Path, flag: str) -> None:
         raise EEGKitError(f"{flag} {path}: {anchor} is not writable ({error.strerror})") from None
 
 
+def _beside_a_run(out: Path, run: Path) -> bool:
+    """``out`` is a new name in the run folder ``run`` (a report beside its run), not one of the run's own files."""
+    first = out.relative_to(run).parts[0]
+    return is_run_folder(run) and first not in RUN_OWN and Path(first).suffix not in CHECKPOINT_SUFFIXES
+
+
 def _check_not_input(path: Path, flag: str, inputs: Iterable, folder: bool) -> None:
     out = _real(path)
     for item in inputs:
@@ -89,7 +99,7 @@ def _check_not_input(path: Path, flag: str, inputs: Iterable, folder: bool) -> N
         src = _real(item)
         if out == src:
             raise EEGKitError(f"{flag} {path}: is also an input ({item}); refusing to write onto an input")
-        if src in out.parents:
+        if src in out.parents and not _beside_a_run(out, src):
             raise EEGKitError(f"{flag} {path}: lies inside an input ({item}); refusing to write into an input")
         if folder and out in src.parents:
             raise EEGKitError(f"{flag} {path}: holds an input ({item}); refusing to write over an input")

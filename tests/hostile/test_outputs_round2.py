@@ -188,6 +188,30 @@ def test_submit_out_inside_the_test_set_is_refused(refuse, task2_dataset):
 
 
 # ----------------------------------------------------------------------------- 2. never a run's checkpoint
+@pytest.mark.parametrize("name", ["config.yaml", "log.csv", "curves.png", "notes.pt"])
+def test_report_onto_a_runs_own_file_is_refused(refuse, task2_tiny_run, task2_dataset, tmp_path, name):
+    run = _copy_run(task2_tiny_run, tmp_path / "run")
+    (run / name).touch()
+    refuse(_main("task2_regression.evaluate"), ["--run", run, "--data", task2_dataset, "--out", run / name,
+                                                "--overwrite"], names=["--out"], watch=[tmp_path])
+
+
+def test_reports_and_predictions_may_sit_beside_their_run(task2_tiny_run, task2_dataset, tmp_path):
+    """The one exception to "never inside an input": a new name in the --run folder (docs/task2.md's R/pred)."""
+    from util.errors import run_cli
+
+    run = _copy_run(task2_tiny_run, tmp_path / "run")
+    before = tree_state(run)
+    with pytest.raises(SystemExit) as done:
+        run_cli(_main("task2_regression.predict"), ["--run", str(run), "--test-set",
+                                                    str(task2_dataset / "test_set" / "TASK2_regression"),
+                                                    "--out", str(run / "pred")])
+    assert done.value.code == 0
+    after = tree_state(run)
+    assert {k: v for k, v in after.items() if not k.startswith(str(run / "pred"))} == before  # the run untouched
+    assert sorted(p.name for p in (run / "pred").iterdir()) == [".eegkit-output", "sub-101.json", "sub-102.json"]
+
+
 def test_task2_predict_overwrite_never_replaces_a_run(refuse, task2_tiny_run, task2_dataset, tmp_path):
     other = _copy_run(task2_tiny_run, tmp_path / "other_run")
     line = refuse(_main("task2_regression.predict"), ["--run", task2_tiny_run, "--test-set",
