@@ -94,6 +94,9 @@ def resolve_config(config: dict, data_dir: Path, stimulus_audio: str | Path | No
             f"'targets=[envelope, mel]'")
     cfg["targets"] = targets
     data["stimulus_audio_dir"] = str(audio_dir) if audio_dir else None
+    from task2_regression.mixing import check_config as check_mixing
+
+    check_mixing(cfg)
     if data["subjects"] or data["holdout_subjects"]:  # checked against the data's subjects
         check_subjects(cfg, groups if groups is not None else
                         split_data.discover(split_data.resolve_split_dir(data_dir)), data_dir)
@@ -123,6 +126,7 @@ def load_split(cfg: dict, data_dir: Path, split: str, cache_dir: Path | None = N
     (``data.subjects`` or all, minus ``data.holdout_subjects``)."""
     from task2_regression.data import load_recordings
 
+    from task2_regression.mixing import loaded_features
     from task2_regression.predict import model_channels
 
     features = loaded_features(cfg)  # eeg + targets (the 16-kHz audio in place of mel80/mag: audio_targets mixed)

@@ -98,9 +98,9 @@ def set_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
 def make_adam(parameters, lr: float, betas, eps: float = 1e-8):
     """Adam as one fused kernel per parameter (CPU and CUDA), the foreach one where fused is refused.
 
-    The fused kernel reads each parameter, gradient and moment once per step; foreach on CPU is a C++ loop
     ``eps`` is Adam's denominator term (torch's default 1e-8; ``train.adam_eps`` in a config).
 
+    The fused kernel reads each parameter, gradient and moment once per step; foreach on CPU is a C++ loop
     of ~10 elementwise passes per tensor. Same update as ``torch.optim.Adam``; it differs from the
     per-tensor loop by rounding only (tests/test_conv.py). The parameters' device picks the kernel.
     """
