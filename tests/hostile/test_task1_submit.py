@@ -366,7 +366,7 @@ def test_predict_refuses_an_existing_out_bad_flags_and_a_non_finite_model(refuse
     test_dir = _t1(task2_dataset)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.json").write_text("{}")
+    (out / "sub-999.json").write_text("{}")  # an earlier prediction (--overwrite replaces only sub-*.json folders)
     refuse(predict.main, ["--run", tmp_path / "run", "--test-set", test_dir, "--out", out], names=["--out"],
            watch=[out, test_dir])
     fresh = tmp_path / "fresh"
