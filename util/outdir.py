@@ -272,6 +272,11 @@ def out_lock(path: str | os.PathLike, flag: str = "--out", wait_s: float = 0.0) 
         finally:
             _HELD[key][1] -= 1
         return
+    made = []  # folders created for the lock file: removed again on release if they stay empty
+    folder = lock.parent
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
     lock.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + max(float(wait_s), 0.0)
     while True:
@@ -283,6 +288,7 @@ def out_lock(path: str | os.PathLike, flag: str = "--out", wait_s: float = 0.0) 
             if time.monotonic() < deadline:
                 time.sleep(0.05)
                 continue
+            _remove_empty(made)
             raise EEGKitError(f"{flag} {path}: another eegkit process is writing to it{_holder(lock)}; lock file "
                               f"{lock}; wait for it to finish or choose another {flag}") from None
         except OSError:  # a file system without flock (some network mounts): the lock file alone
@@ -304,6 +310,16 @@ def out_lock(path: str | os.PathLike, flag: str = "--out", wait_s: float = 0.0) 
         with contextlib.suppress(OSError):
             os.unlink(lock)
         os.close(fd)
+        _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove these folders, deepest first, while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextlib.contextmanager

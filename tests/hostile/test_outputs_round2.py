@@ -443,6 +443,26 @@ def test_synthetic_into_a_locked_out_is_refused(refuse, tmp_path):
                                     "--no-progress"], names=["--out"], watch=[tmp_path])
 
 
+def test_lock_files_leave_nothing_behind(tmp_path):
+    """Released, refused or re-entered: no lock file and no folder made for it stays (nothing written)."""
+    from util.errors import EEGKitError
+    from util.outdir import lock_path, out_lock
+
+    out = tmp_path / "new" / "nested" / "run"
+    with out_lock(out) as lock:
+        assert lock == lock_path(out) and lock.is_file() and "pid" in lock.read_text()
+        with out_lock(out):  # the same process again: re-entrant
+            pass
+        assert lock.is_file()
+    assert list(tmp_path.iterdir()) == []
+    with _held_by_another_writer(tmp_path / "run"):
+        before = tree_state(tmp_path)
+        with pytest.raises(EEGKitError, match="another eegkit process .*pid 4242"):
+            with out_lock(tmp_path / "run", wait_s=0.2):
+                pass
+        assert tree_state(tmp_path) == before
+
+
 # ----------------------------------------------------------------------------- 6. regenerate = replace whole
 def _synthetic(argv: list) -> None:
     from util.errors import run_cli
