@@ -24,9 +24,12 @@ significance threshold for its number of trials; plus the two no-EEG controls, s
 
 - ``noise EEG``: every trial's EEG replaced by Gaussian noise with its per-channel mean and std
   (`evaluation.controls.noise_eeg`);
-- ``mismatched EEG``: every trial's EEG taken from a trial of another recording of the same
+- ``mismatched EEG``: every trial's EEG taken from a window of another recording of the same
   subject (another story where one exists; `evaluation.controls.mismatched_pairs`), so no candidate
-  matches it.
+  matches it. The donor window is drawn for every trial on its own from the seed: a fixed pairing
+  (window i with the donor's window i) would give every trial of a recording the same pairing of
+  contents, and the trials would no longer be independent draws (observed: with such a pairing the
+  control moved by +-2 % with the donor offset, one offset beat chance in every cell of the grid).
 
 Both should sit at chance; the report warns (`evaluation.task1.control_warnings`) when one is
 significantly above it: the model then picks the matched stimulus without the EEG. ``--plot``
@@ -80,8 +83,9 @@ def predict_trials(model, dataset, eeg: str = "real", seed: int = 0, progress: b
     """{trial id: index of the highest-scoring candidate} for every trial of ``dataset``.
 
     ``eeg``: ``real``; ``noise`` (Gaussian EEG with the trial's per-channel mean and std, drawn from
-    ``(seed, trial)``); ``mismatched`` (the EEG of a trial of the donor recording, `donor_recordings`;
-    trials without a donor are left out).
+    ``(seed, trial)``); ``mismatched`` (the EEG of a window of the donor recording, `donor_recordings`,
+    drawn from ``(seed, recording, window)`` for every trial on its own; trials without a donor are
+    left out).
     """
     from evaluation.controls import noise_eeg
 
@@ -103,7 +107,8 @@ def predict_trials(model, dataset, eeg: str = "real", seed: int = 0, progress: b
                 if donor is None:
                     continue
                 rec = dataset.recordings[dataset.usable[donor]]
-                window = info["window"] % dataset.n_windows[donor]
+                window = int(np.random.default_rng([seed, info["recording"], info["window"]]).integers(
+                    dataset.n_windows[donor]))  # a random window of the donor: no fixed alignment between trials
                 item["eeg"] = torch.from_numpy(rec.window("eeg", window * dataset.hop, dataset.window))
             items.append(item)
             ids.append(info["id"])
