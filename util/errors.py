@@ -87,6 +87,15 @@ def _stdout_to_devnull() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def flag_first(message: str) -> str:
+    """argparse's ``argument --seed: must be ..., got '-1'`` in the kit's form ``--seed '-1': must be ...``
+    (the flag and its value first, as every other refusal of a flag); other messages unchanged."""
+    import re
+
+    match = re.match(r"argument (-[^\s:]+): (.*), got (.+)$", message)  # names: "--seed" or "-s/--seed"
+    return f"{match[1].split('/')[-1]} {match[3]}: {match[2]}" if match else message
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run ``main(argv)`` and turn `EEGKitError` (and OS/decoding/recursion/memory errors) into one line, exit 2.
 
@@ -103,7 +112,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     import argparse
 
     def parse_error(parser, message):  # argparse prints usage + "prog: error: ..." on two lines
-        raise EEGKitError(f"{message} (see {parser.prog} --help)")
+        raise EEGKitError(f"{flag_first(message)} (see {parser.prog} --help)")
 
     plain_error, argparse.ArgumentParser.error = argparse.ArgumentParser.error, parse_error
     try:

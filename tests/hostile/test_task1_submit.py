@@ -408,7 +408,7 @@ RUN_CASES = {
     "no_best_pt": (lambda run: (run.mkdir(), run / "best.pt")[1], "checkpoint not found"),
     "task2_checkpoint": (lambda run: _checkpoint(run, task="task2"), "expected a Task 1 match-mismatch one"),
     "weights_do_not_fit": (lambda run: _checkpoint(run, wrong_weights=True), "weights do not fit"),
-    "unknown_feature": (lambda run: _checkpoint(run, feature="spikes"), "data.feature 'spikes'"),
+    "unknown_feature": (lambda run: _checkpoint(run, feature="spikes"), "data.feature must be one of envelope, mel, got 'spikes'"),
 }
 
 
