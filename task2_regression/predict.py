@@ -165,8 +165,11 @@ def read_test_subject(mapping_path: Path, n_channels: int = 64) -> tuple[list[st
 
 @torch.no_grad()
 def predict_segments(model: torch.nn.Module, target: str, segments: Sequence[np.ndarray],
-                     batch_size: int = 8) -> list[np.ndarray]:
-    """Predict `target` for each (time, 64) segment -> list of (time, bands) float32, padded to the segment length."""
+                     batch_size: int = 8, unbiased: bool = False) -> list[np.ndarray]:
+    """Predict `target` for each (time, 64) segment -> list of (time, bands) float32, padded to the segment length.
+
+    Each segment is z-scored per channel over time first; ``unbiased``: with the n - 1 std, as the run was
+    trained (``data.normalize: window_unbiased``, the published CAT-WaveNet's ``torch.std``)."""
     out: list[np.ndarray] = []
     order = list(range(len(segments)))
     # group equal-length segments so they can be batched
@@ -177,7 +180,7 @@ def predict_segments(model: torch.nn.Module, target: str, segments: Sequence[np.
     for length, indices in by_length.items():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            eeg = torch.from_numpy(np.stack([zscore_time(segments[i]) for i in chunk]))  # (batch, time, 64)
+            eeg = torch.from_numpy(np.stack([zscore_time(segments[i], unbiased) for i in chunk]))  # (batch, time, 64)
             pred = model(eeg)[target].float().cpu().numpy()  # (batch, time_out, bands)
             for i, p in zip(chunk, pred):
                 results[i] = pad_to_length(p, length).astype(np.float32)
@@ -190,9 +193,9 @@ def predict_segments(model: torch.nn.Module, target: str, segments: Sequence[np.
 UNSEEN = ("error", "average")
 
 
-def _average_models(models: dict, target: str, segments) -> list[np.ndarray]:
+def _average_models(models: dict, target: str, segments, unbiased: bool = False) -> list[np.ndarray]:
     """Mean over the models of each one's prediction z-scored over time (every model weighs the same)."""
-    per_model = [predict_segments(model, target, segments) for model in models.values()]
+    per_model = [predict_segments(model, target, segments, unbiased=unbiased) for model in models.values()]
     return [np.mean([zscore_time(p[i]) for p in per_model], axis=0).astype(np.float32)
             for i in range(len(segments))]
 
@@ -211,6 +214,7 @@ def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform=
         raise EEGKitError(f"--unseen {unseen}: must be one of {', '.join(UNSEEN)}")
     model, cfg = load_run_models(run_dir, checkpoint)
     target = cfg.get("target", "mel")
+    unbiased = cfg.get("data", {}).get("normalize") == "window_unbiased"  # z-score segments as the run trained
     n_channels = model_channels(cfg)
     # read and check every subject first: a bad input fails before any progress output or prediction
     inputs = {subject_of(path): read_test_subject(path, n_channels) for path in mapping_files(test_dir)}
@@ -226,11 +230,11 @@ def predict_test_set(run_dir, test_dir, checkpoint: str = "best", eeg_transform=
             segments = eeg_transform(subject, ids, segments)
         try:
             if not isinstance(model, dict):
-                predictions = predict_segments(model, target, segments)
+                predictions = predict_segments(model, target, segments, unbiased=unbiased)
             elif subject in model:
-                predictions = predict_segments(model[subject], target, segments)
+                predictions = predict_segments(model[subject], target, segments, unbiased=unbiased)
             else:
-                predictions = _average_models(model, target, segments)
+                predictions = _average_models(model, target, segments, unbiased)
         except EEGKitError as error:
             raise EEGKitError(f"{Path(run_dir) / (checkpoint + '.pt')}: {subject} {error}; nothing written") from None
         subjects[subject] = dict(zip(ids, predictions))

@@ -367,3 +367,24 @@ def test_published_configs_encode_the_recipe_and_the_kit_defaults_stay():
     kit = config_util.load_defaults(DEFAULTS_PATH)
     assert (kit["data"]["normalize"], kit["data"]["audio_targets"], kit["train"]["mixup_mode"], kit["train"]["adam_eps"],
             kit["loss"]["variant"], kit["train"]["average_checkpoints"]) == ("recording", "cached", "keep", 1e-8, "kit", False)
+
+
+def test_predict_zscores_test_segments_as_the_run_trained():
+    """A window_unbiased run gets its test segments z-scored with the n - 1 std (the published torch.std)."""
+    import numpy as np
+
+    from task2_regression.predict import predict_segments
+
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, eeg):  # (batch, time, 64)
+            seen.append(eeg.clone())
+            return {"mel": eeg[..., :10]}
+
+    segment = np.random.default_rng(0).standard_normal((40, 64)).astype(np.float32) * 3 + 1
+    for unbiased in (False, True):
+        predict_segments(Spy(), "mel", [segment], unbiased=unbiased)
+        std = seen[-1][0].double().std(dim=0, unbiased=unbiased)  # (64,)
+        torch.testing.assert_close(std, torch.ones_like(std), atol=1e-5, rtol=0)
+    assert not torch.allclose(seen[0], seen[1])  # the two scalings differ (by sqrt(40 / 39))
