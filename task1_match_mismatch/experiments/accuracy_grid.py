@@ -109,8 +109,9 @@ def format_table(result: dict, windows_s, imposters, command: str) -> str:
     for key, report in result["cells"].items():
         overall = report["overall"]
         controls = report["controls"]
+        cell = f"{report['window_s']:g} s, {report['n_imposters']} imposter{'s' if report['n_imposters'] > 1 else ''}"
         lines.append(
-            f"| {key.replace('_', ' s, ').replace('s, ', ' s, ', 1).replace('  ', ' ')} | {overall['n_segments']} | "
+            f"| {cell} | {overall['n_segments']} | "
             f"{_pct(overall['accuracy'])} [{_pct(overall['ci95'][0])}, {_pct(overall['ci95'][1])}] | "
             f"{_pct(overall['chance'])} [{_pct(overall['chance_range95'][0])}, {_pct(overall['chance_range95'][1])}] | "
             f"{_pct(overall['significance_threshold'])} | "
