@@ -27,7 +27,6 @@ if not __package__:  # run by path (python speaker_extraction/import_checkpoint.
     import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
-import hashlib
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -85,19 +84,11 @@ def infer_model_config(state: Mapping[str, torch.Tensor], path: str | Path) -> d
     return model
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build_run_config(model_cfg: dict, config_path: str | Path, overrides: Sequence[str], path: Path) -> dict:
     """The resolved run config: ``config_path``'s data/train sections, the overrides, the checkpoint's model
     section, and ``data.window_s`` / ``model.samples`` from the checkpoint's EEG window."""
     from speaker_extraction.train import resolve_config
-    from util.config import apply_overrides, load_config
+    from util.config import load_config
 
     for item in overrides:
         key = item.split("=", 1)[0].strip()
@@ -130,7 +121,7 @@ def import_neurospex(checkpoint: str | Path, out: str | Path, config_path: str |
     docstring); returns ``{"out", "model", "parameters", "tensors", "unused"}``."""
     from speaker_extraction.models import build_model
     from util.atomic import atomic_write_json
-    from util.checkpoint_import import load_mapped, read_state_dict, unused_report
+    from util.checkpoint_import import file_sha256, load_mapped, read_state_dict, unused_report
     from util.config import save_config
     from util.outdir import check_out_dir, staged_dir
     from util.training import count_parameters, save_checkpoint
@@ -144,7 +135,7 @@ def import_neurospex(checkpoint: str | Path, out: str | Path, config_path: str |
     model = model.float().eval()
     n_parameters = count_parameters(model, trainable_only=False)
     record = {"source": "neurospex (ConvTasNet_dConv_MHA_Net, the authors' released model file)",
-              "checkpoint": str(checkpoint), "sha256": _sha256(checkpoint), "model": config["model"],
+              "checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint), "model": config["model"],
               "parameters": n_parameters, "tensors": len(state), "unused": unused}
     with staged_dir(out, "--out", overwrite) as folder:
         save_checkpoint(folder / "best.pt", model, config, extra={"imported": record}, task="speaker_extraction")

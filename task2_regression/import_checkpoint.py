@@ -27,7 +27,6 @@ if not __package__:  # run by path (python task2_regression/import_checkpoint.py
     import pathlib, sys; sys.path[0] = str(pathlib.Path(__file__).resolve().parents[1])  # noqa: E401,E702
 
 import argparse
-import hashlib
 import re
 from pathlib import Path
 from typing import Callable, Sequence
@@ -99,14 +98,6 @@ def published_config(sizes: dict, dilation_cycle: int) -> dict:
     return cfg
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_mtwave(checkpoint, out_dir, overwrite: bool = False, dilation_cycle: int = PUBLISHED_CYCLE,
                   say: Callable[[str], None] = print) -> dict:
     """Import an MTWAVE checkpoint into the run folder ``out_dir`` (module docstring); returns import.json's dict."""
@@ -114,7 +105,7 @@ def import_mtwave(checkpoint, out_dir, overwrite: bool = False, dilation_cycle: 
 
     from task2_regression.models import build_model
     from util.atomic import atomic_write_json
-    from util.checkpoint_import import load_mapped, read_state_dict, unused_report
+    from util.checkpoint_import import file_sha256, load_mapped, read_state_dict, unused_report
     from util.config import save_config
     from util.features import BANDS
     from util.outdir import check_out_dir, staged_dir
@@ -133,7 +124,7 @@ def import_mtwave(checkpoint, out_dir, overwrite: bool = False, dilation_cycle: 
     model = build_model(cfg["model"], {name: BANDS[name] for name in cfg["targets"]})
     unused = load_mapped(model, state, source=checkpoint)
     counts = model.parameter_counts()
-    record = {"source": "mtwave", "checkpoint": str(checkpoint.resolve()), "sha256": _sha256(checkpoint),
+    record = {"source": "mtwave", "checkpoint": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint),
               "tensors": len(state), "parameters": counts["all"], "parameters_used": counts["used"],
               "sizes": {**sizes, "dilation_cycle": int(dilation_cycle)}, "unused_keys": len(unused),
               "unused": unused_report(model)}

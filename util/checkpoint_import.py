@@ -21,7 +21,6 @@ one-line summary the importers print.
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -39,24 +38,21 @@ def shape_text(tensor_or_shape) -> str:
     return str(tuple(int(n) for n in shape))
 
 
-def _load(path: Path):
-    from util.training import _refusal  # the kit's one wording for a refused / unreadable torch file
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 hex digest of a file, read in 1-MiB blocks (the importers record their source's)."""
+    import hashlib
 
-    if not path.exists():
-        raise EEGKitError(f"{path}: checkpoint not found")
-    if not path.is_file():
-        raise EEGKitError(f"{path}: is not a file (expected a model file written by torch.save)")
-    try:
-        with open(path, "rb") as handle:
-            handle.read(1)
-    except OSError as error:
-        raise EEGKitError(f"{path}: cannot read the checkpoint ({error.strerror or type(error).__name__})") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated, foreign or crafted files
-        raise EEGKitError(_refusal(path, error)) from None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load(path: Path):
+    from util.training import read_torch_file  # the kit's one weights_only load and its wording
+
+    return read_torch_file(path, "cpu", expected="a model file written by torch.save")
 
 
 def _check_tensors(state: Mapping, path: Path, where: str) -> dict[str, torch.Tensor]:

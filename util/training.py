@@ -220,21 +220,18 @@ def _refusal(path: Path, error: Exception) -> str:
     return f"{path}: not a readable checkpoint (truncated, or not a PyTorch file)"
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", task: str | None = None,
-                    model_type: str | None = None) -> dict:
-    """Load a checkpoint written by `save_checkpoint` with ``weights_only=True``; one-line errors.
-
-    The causes are told apart: missing, unreadable (truncated, not a PyTorch file), refused (a
-    pickle that asks for code: crafted), not an eegkit checkpoint, another task than ``task``,
-    another model than ``model_type``.
-    """
+def read_torch_file(path: str | Path, map_location: str | torch.device = "cpu",
+                    expected: str = "a .pt checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with the kit's one-line refusals: missing, not a file,
+    unreadable, truncated or not a PyTorch file, a crafted pickle (`_refusal`). ``expected`` completes
+    "is not a file (expected ...)". Used by `load_checkpoint` and `util.checkpoint_import`."""
     import warnings
 
     path = Path(path)
     if not path.exists():
         raise EEGKitError(f"{path}: checkpoint not found")
     if not path.is_file():
-        raise EEGKitError(f"{path}: is not a file (expected a .pt checkpoint)")
+        raise EEGKitError(f"{path}: is not a file (expected {expected})")
     try:
         with open(path, "rb") as handle:
             handle.read(1)
@@ -243,9 +240,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or crafted files
         raise EEGKitError(_refusal(path, error)) from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", task: str | None = None,
+                    model_type: str | None = None) -> dict:
+    """Load a checkpoint written by `save_checkpoint` with ``weights_only=True``; one-line errors.
+
+    The causes are told apart: missing, unreadable (truncated, not a PyTorch file), refused (a
+    pickle that asks for code: crafted), not an eegkit checkpoint, another task than ``task``,
+    another model than ``model_type``.
+    """
+    path = Path(path)
+    state = read_torch_file(path, map_location, expected="a .pt checkpoint")
     if not isinstance(state, dict) or state.get("eegkit_checkpoint") is None:
         kind = "a tensor-only state dict" if isinstance(state, dict) else f"a {type(state).__name__}"
         raise EEGKitError(f"{path}: not an eegkit checkpoint ({kind} without the kit's header; "
