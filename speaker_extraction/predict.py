@@ -74,7 +74,7 @@ def resolve_checkpoint(run: str | Path) -> Path:
 def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
     """Build the model from the checkpoint's config and load its weights (eval mode)."""
     from speaker_extraction.models import build_model
-    from util.trainer import set_precision
+    from util.trainer import restore_model
     from util.training import load_checkpoint
 
     path = resolve_checkpoint(run)
@@ -85,14 +85,8 @@ def load_run(run: str | Path, device: str | torch.device = "cpu") -> tuple[torch
     config = stored_config(path, state["config"], resolve_config)  # the schema of train.py, keys since added filled in
     if "model" not in config:
         raise EEGKitError(f"{path}: checkpoint config has no model section")
-    model = build_model(config["model"])
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise EEGKitError(f"{path}: weights do not fit the model in its config ({str(error).splitlines()[0]})") from None
-    set_precision(model, str(config.get("train", {}).get("precision", "fp32")))  # the run's train.precision
-    model.to(device).eval()
-    return model, config
+    model = restore_model(build_model(config["model"]), state, path, config.get("train", {}).get("precision", "fp32"))
+    return model.to(device), config
 
 
 def read_mixture_wav(path: str | Path, fs_out: int) -> np.ndarray:

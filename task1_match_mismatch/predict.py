@@ -48,7 +48,7 @@ from util.outdir import check_out_dir, staged_dir
 from util.split_data import zscore_time
 from util.config import seed_arg
 
-CHECKPOINTS = ("best", "last", "averaged")
+from util.training import RUN_CHECKPOINTS as CHECKPOINTS  # noqa: E402  (best, last, averaged)
 FEATURES = ("envelope", "mel")
 N_EEG_CHANNELS = 64
 MIN_SEGMENT_FRAMES = 64  # 1 s at 64 Hz; the 2024 test segments are 320 frames (5 s)
@@ -59,27 +59,16 @@ BATCH_SIZE = 16
 def load_run(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, dict]:
     """Rebuild a Task 1 run's model from its checkpoint (weights + resolved config); eval mode."""
     from task1_match_mismatch.models import build_model
-    from util.trainer import set_precision
-    from util.training import load_checkpoint
+    from util.trainer import restore_model
+    from util.training import load_checkpoint, run_checkpoint
 
-    run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        raise EEGKitError(f"--checkpoint: must be one of {CHECKPOINTS}, got {checkpoint!r}")
-    if not run_dir.is_dir():
-        raise EEGKitError(f"{run_dir}: run folder not found")
-    path = run_dir / f"{checkpoint}.pt"
+    path = run_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path, task="task1")
     from task1_match_mismatch.train import check_config
     from util.config import stored_config
 
     cfg = stored_config(path, state["config"], check_config)  # the schema of train.py; keys added since are filled in
-    model = build_model(cfg["model"])
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise EEGKitError(f"{path}: weights do not fit the model in its config ({str(error).splitlines()[0]})") from None
-    set_precision(model, str(cfg.get("train", {}).get("precision", "fp32")))
-    model.eval()
+    model = restore_model(build_model(cfg["model"]), state, path, cfg.get("train", {}).get("precision", "fp32"))
     return model, cfg
 
 

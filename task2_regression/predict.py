@@ -51,22 +51,17 @@ from util.features import BANDS
 from util.config import seed_arg
 from task2_regression.data import zscore_time
 
-CHECKPOINTS = ("best", "last", "averaged")
+from util.training import RUN_CHECKPOINTS as CHECKPOINTS  # noqa: E402  (best, last, averaged)
 MIN_SEGMENT_FRAMES = 64  # a test segment shorter than 1 s at 64 Hz is refused (the challenge's are 1920)
 
 
 def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, dict]:
     """Rebuild the model of a run from its checkpoint (the config is stored inside)."""
     from task2_regression.models import build_model
-    from util.trainer import set_precision
-    from util.training import load_checkpoint
+    from util.trainer import restore_model
+    from util.training import load_checkpoint, run_checkpoint
 
-    run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        raise EEGKitError(f"--checkpoint: must be one of {CHECKPOINTS}, got {checkpoint!r}")
-    if not run_dir.is_dir():
-        raise EEGKitError(f"{run_dir}: run folder not found")
-    path = run_dir / f"{checkpoint}.pt"
+    path = run_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path, task="task2")
     from task2_regression.run_config import check_config
     from util.config import stored_config
@@ -74,14 +69,9 @@ def load_run_model(run_dir, checkpoint: str = "best") -> tuple[torch.nn.Module, 
     cfg = stored_config(path, state["config"], check_config)  # the schema of train.py; keys added since are filled in
     targets = list(cfg.get("targets") or [cfg.get("target", "mel")])
     model = build_model(cfg["model"], {name: BANDS[name] for name in targets})
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise EEGKitError(f"{path}: weights do not fit the model in its config ({str(error).splitlines()[0]})") from None
+    restore_model(model, state, path, cfg.get("train", {}).get("precision", "fp32"))
     if hasattr(model, "fold_weight_norm"):  # inference only: bake weight norm in (after loading the state)
         model.fold_weight_norm()
-    set_precision(model, str(cfg.get("train", {}).get("precision", "fp32")))  # the run's train.precision
-    model.eval()
     return model, cfg
 
 

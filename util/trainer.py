@@ -63,6 +63,18 @@ def _as_fp32(output):
     return output
 
 
+def restore_model(model: torch.nn.Module, state: dict, path, precision: str = "fp32") -> torch.nn.Module:
+    """A run's model ready for inference: the checkpoint's ``state["model"]`` weights loaded (weights that do not
+    fit the model of its config are one line naming ``path``), the run's ``train.precision`` applied
+    (`set_precision`), eval mode. Every task's predict rebuilds its runs through this."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise EEGKitError(f"{path}: weights do not fit the model in its config ({str(error).splitlines()[0]})") from None
+    set_precision(model, str(precision))
+    return model.eval()
+
+
 def set_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """Run ``model``'s forward under bf16 autocast with fp32 outputs (``bf16``), or plainly (``fp32``).
 

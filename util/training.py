@@ -220,6 +220,19 @@ def _refusal(path: Path, error: Exception) -> str:
     return f"{path}: not a readable checkpoint (truncated, or not a PyTorch file)"
 
 
+RUN_CHECKPOINTS = ("best", "last", "averaged")  # the checkpoints of a run folder a --checkpoint flag may name
+
+
+def run_checkpoint(run_dir: str | Path, checkpoint: str = "best") -> Path:
+    """``RUN/<checkpoint>.pt`` of a run folder; a name outside `RUN_CHECKPOINTS` or a missing folder is one line."""
+    run_dir = Path(run_dir)
+    if checkpoint not in RUN_CHECKPOINTS:
+        raise EEGKitError(f"--checkpoint: must be one of {RUN_CHECKPOINTS}, got {checkpoint!r}")
+    if not run_dir.is_dir():
+        raise EEGKitError(f"{run_dir}: run folder not found")
+    return run_dir / f"{checkpoint}.pt"
+
+
 def read_torch_file(path: str | Path, map_location: str | torch.device = "cpu",
                     expected: str = "a .pt checkpoint") -> Any:
     """``torch.load(path, weights_only=True)`` with the kit's one-line refusals: missing, not a file,
