@@ -254,13 +254,14 @@ def save_ridge_run(model: nn.Module, cfg: dict, out_dir, row: dict, monitor: str
 
     ``row``: the one log.csv row (``epoch`` 0, the validation scores, ``alpha``, ``time_s``);
     ``row[monitor]`` is stored as ``best_val``. A non-finite one saves nothing (one error line).
-    ``overwrite`` (or a resumed run) replaces the run files of an old run in ``out_dir`` first.
+    ``overwrite`` (or a resumed run) replaces the run files of an old run in ``out_dir`` first. The writes hold
+    the run folder's lock (`util.outdir.out_lock`), as the trainer's do.
     """
     import shutil
 
     from util import config as config_util
     from util import training
-    from util.outdir import prepare_out_dir
+    from util.outdir import out_lock, prepare_out_dir
     from util.trainer import RUN_FILES
 
     out_dir = Path(out_dir)
@@ -268,14 +269,15 @@ def save_ridge_run(model: nn.Module, cfg: dict, out_dir, row: dict, monitor: str
     if not math.isfinite(val_score):
         raise EEGKitError(f"{out_dir}: ridge validation score is {val_score}; nothing saved (check the data for "
                           f"NaN/Inf, flat EEG or constant targets)")
-    if overwrite and out_dir.is_dir():
-        for name in RUN_FILES:
-            target = out_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    prepare_out_dir(out_dir)
-    config_util.save_config(cfg, out_dir / "config.yaml")
-    extra = {"epoch": 0, "best_val": val_score, "kind": "closed_form"}
-    training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra, task=task)
-    training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra, task=task)
-    training.CSVLogger(out_dir / "log.csv", resume=False).log(row)
-    training.plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=f"{out_dir.name} (ridge)")
+    with out_lock(out_dir, "--out"):  # a second writer into the same run folder is refused while this one writes
+        if overwrite and out_dir.is_dir():
+            for name in RUN_FILES:
+                target = out_dir / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        prepare_out_dir(out_dir)
+        config_util.save_config(cfg, out_dir / "config.yaml")
+        extra = {"epoch": 0, "best_val": val_score, "kind": "closed_form"}
+        training.save_checkpoint(out_dir / "best.pt", model, cfg, extra=extra, task=task)
+        training.save_checkpoint(out_dir / "last.pt", model, cfg, extra=extra, task=task)
+        training.CSVLogger(out_dir / "log.csv", resume=False).log(row)
+        training.plot_curves(out_dir / "log.csv", out_dir / "curves.png", title=f"{out_dir.name} (ridge)")

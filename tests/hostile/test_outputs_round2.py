@@ -587,3 +587,13 @@ def test_disk_full_predict_keeps_the_old_folder(task2_tiny_run, task2_dataset, t
     assert done.value.code == 0
     _refused_process(["-m", "task2_regression.predict", "--run", task2_tiny_run, "--test-set", test_set,
                       "--out", pred, "--overwrite"], names=[pred], watch=[tmp_path], fsize=FSIZE)
+
+
+def test_ridge_training_into_a_locked_run_folder_is_refused(refuse, task2_dataset, tmp_path):
+    """The closed-form ridge fit bypasses the trainer's loop; its writes take the same lock."""
+    out = tmp_path / "run"
+    with _held_by_another_writer(out):
+        line = refuse(_main("task2_regression.train"),
+                      ["--config", REPO / "task2_regression/configs/ridge.yaml", "--data", task2_dataset, "--out", out,
+                       "model.n_taps=4", "model.alphas=[1.0]"], names=["--out"], watch=[tmp_path])
+    assert "another eegkit process" in line and "pid 4242" in line
