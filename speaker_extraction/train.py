@@ -195,14 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train an EEG-guided speaker extractor (NeuroSpex) on KUL-format data.")
     parser.add_argument("--config", required=True, help="YAML run config with model/data/train sections")
     parser.add_argument("--data", required=True, help="KUL-format dataset folder (S*.mat + stimuli/)")
-    parser.add_argument("--out", required=True, help="run folder for checkpoints, log.csv, curves.png")
-    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from RUN/last.pt (optimizer, epoch, early stopping, RNG); the config must be "
-                             "the run's (only train.epochs may change)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="allow a non-empty OUT: the old run's files are replaced by a new run")
-    parser.add_argument("--device", default=None, help="force 'cpu' or 'cuda' (default: cuda when available)")
+    trainer.add_run_arguments(parser)  # --out --epochs --resume --overwrite --device
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value config overrides, e.g. train.lr=1e-4")
     return parser

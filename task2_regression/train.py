@@ -373,14 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="run config YAML (see task2_regression/configs/)")
     parser.add_argument("--data", required=True,
                         help="dataset root holding derivatives/split_data/ (or the split_data folder itself)")
-    parser.add_argument("--out", required=True, help="run folder for checkpoints, config.yaml, log.csv, curves.png")
-    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (>= 0)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from OUT/last.pt (model, optimizer, scheduler, epoch, early stopping, RNG); "
-                             "the config must be the run's (only train.epochs may change)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="allow a non-empty OUT: the old run's files are replaced by a new run")
-    parser.add_argument("--device", default=None, help="force 'cpu' or 'cuda' (default: cuda when available)")
+    trainer.add_run_arguments(parser)  # --out --epochs --resume --overwrite --device
     parser.add_argument("--stimulus-audio", default=None,
                         help="folder with the stimulus audio ({stimulus}.wav/.npz) for the mel80/mag targets "
                              "(default: DATA/stimuli when present; without audio those targets are dropped)")

@@ -63,6 +63,19 @@ def _as_fp32(output):
     return output
 
 
+def add_run_arguments(parser) -> None:
+    """The flags every task's ``train.py`` shares, for the run folder this engine writes: ``--out``,
+    ``--epochs``, ``--resume``, ``--overwrite``, ``--device`` (`fit` and `util.outdir` give them meaning)."""
+    parser.add_argument("--out", required=True, help="run folder for checkpoints, config.yaml, log.csv, curves.png")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (>= 0)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from OUT/last.pt (model, optimizer, scheduler, epoch, early stopping, RNG); "
+                             "the config must be the run's (only train.epochs may change)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="allow a non-empty OUT: the old run's files are replaced by a new run")
+    parser.add_argument("--device", default=None, help="force 'cpu' or 'cuda' (default: cuda when available)")
+
+
 def restore_model(model: torch.nn.Module, state: dict, path, precision: str = "fp32") -> torch.nn.Module:
     """A run's model ready for inference: the checkpoint's ``state["model"]`` weights loaded (weights that do not
     fit the model of its config are one line naming ``path``), the run's ``train.precision`` applied
