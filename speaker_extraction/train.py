@@ -28,7 +28,7 @@ import torch
 
 from speaker_extraction.loss import neg_si_sdr_loss
 from util import trainer
-from util.config import apply_overrides, load_config, load_defaults, load_schema, resolve
+from util.config import load_config, load_defaults, load_schema, resolve
 from util.distributed import all_reduce_sum, cleanup, init_distributed
 from util.errors import EEGKitError, run_cli
 from util.metrics import si_sdr_torch
@@ -140,10 +140,7 @@ def train(config: dict, data_dir: str | Path, out_dir: str | Path, epochs: int |
 
     from util.outdir import check_out_dir
 
-    if epochs is not None:
-        if int(epochs) < 0:
-            raise EEGKitError(f"--epochs {epochs}: must be >= 0")
-        config = apply_overrides(config, [f"train.epochs={int(epochs)}"])
+    config = trainer.with_epochs(config, epochs)
     config = resolve_config(config)
     check_out_dir(out_dir, overwrite=overwrite, resume=resume, resumable=True, inputs=[data_dir])
     if not Path(data_dir).is_dir():

@@ -219,10 +219,7 @@ def train(config: dict, data_dir, out_dir, epochs: int | None = None, resume: bo
 
     say = say or (lambda message: print(message, flush=True))
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if epochs is not None:
-        if int(epochs) < 0:
-            raise EEGKitError(f"--epochs {epochs}: must be >= 0")
-        config = config_util.apply_overrides(config, [f"train.epochs={int(epochs)}"])
+    config = trainer.with_epochs(config, epochs)
     info = distributed.init_distributed(device)
     speak = say if info.is_main else (lambda message: None)
     try:

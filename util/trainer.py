@@ -76,6 +76,17 @@ def add_run_arguments(parser) -> None:
     parser.add_argument("--device", default=None, help="force 'cpu' or 'cuda' (default: cuda when available)")
 
 
+def with_epochs(config: dict, epochs: int | None) -> dict:
+    """``config`` with ``--epochs`` applied as ``train.epochs`` (None: unchanged); a negative count is one line."""
+    if epochs is None:
+        return config
+    if int(epochs) < 0:
+        raise EEGKitError(f"--epochs {epochs}: must be >= 0")
+    from util.config import apply_overrides
+
+    return apply_overrides(config, [f"train.epochs={int(epochs)}"])
+
+
 def restore_model(model: torch.nn.Module, state: dict, path, precision: str = "fp32") -> torch.nn.Module:
     """A run's model ready for inference: the checkpoint's ``state["model"]`` weights loaded (weights that do not
     fit the model of its config are one line naming ``path``), the run's ``train.precision`` applied
