@@ -221,17 +221,11 @@ def load_predictions(path: str | Path, n_candidates: int = N_CANDIDATES) -> dict
 
 def load_labels(folder: str | Path, n_candidates: int = N_CANDIDATES) -> dict[str, dict[str, int]]:
     """Read ``sub-XXX.json`` label files ``{segment_id: index}`` into {subject: {segment_id: index}}."""
-    from evaluation.task2 import subject_of
+    from evaluation.task2 import label_files, subject_of
     from util.inputs import read_json
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EEGKitError(f"{folder}: labels folder not found")
-    files = sorted(folder.glob("*.json"))
-    if not files:
-        raise EEGKitError(f"{folder}: no .json label files in this folder")
     labels: dict[str, dict[str, int]] = {}
-    for file in files:
+    for file in label_files(folder):
         obj = read_json(file)
         if not isinstance(obj, dict) or not obj:
             raise EEGKitError(f"{file}: expected a non-empty JSON object {{segment_id: index}}")

@@ -321,18 +321,24 @@ def _label_value(value: Any) -> Any:
     return value
 
 
-def load_labels(folder: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """Read `sub-XXX*.json` label files into {subject: {segment_id: (time, bands) array}}."""
+def label_files(folder: str | Path) -> list[Path]:
+    """The ``*.json`` label files of a labels folder, sorted; a missing or empty folder is one line
+    (Task 1's and Task 2's labels are laid out alike: one ``sub-XXX.json`` per subject)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise EEGKitError(f"{folder}: labels folder not found")
     files = sorted(folder.glob("*.json"))
     if not files:
         raise EEGKitError(f"{folder}: no .json label files in this folder")
+    return files
+
+
+def load_labels(folder: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read `sub-XXX*.json` label files into {subject: {segment_id: (time, bands) array}}."""
     labels: dict[str, dict[str, np.ndarray]] = {}
     from util.inputs import read_json
 
-    for file in files:
+    for file in label_files(folder):
         obj = read_json(file)
         if not isinstance(obj, dict):
             raise EEGKitError(f"{file}: expected a JSON object {{segment_id: label}}")
